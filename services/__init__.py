@@ -1,0 +1,1 @@
+"""The five Mailer services. Each imports only `shared`, never another service."""

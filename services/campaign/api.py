@@ -1,0 +1,292 @@
+"""Campaign's HTTP API: sending accounts, sender addresses, groups (through audience), campaigns
+and their results. Every body is validated (422 names the fields at fault), unknown ids are
+404 and illegal status changes 409."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, HTTPException, Query, status
+from fastapi.responses import JSONResponse
+
+from services.campaign import lifecycle
+from services.campaign import repository as campaign_repo
+from services.campaign.audience_client import AudienceClient, AudienceUnavailable
+from services.campaign.models import (
+    Account,
+    AccountIn,
+    AccountOut,
+    CampaignIn,
+    CampaignOut,
+    ResultsPage,
+    SenderAddress,
+    SenderAddressIn,
+)
+from shared import outbox
+from shared.contracts import (
+    AccountConfigured,
+    CampaignCancelled,
+    CampaignStarted,
+    SenderIdentity,
+    SesConnection,
+    SmtpConnection,
+)
+from shared.crypto import SecretBox
+from shared.errors import Conflict, NotFound
+from shared.personalisation import TemplateProblem, compile_html, compile_plain
+from shared.service import Runtime, RuntimeDep
+
+router = APIRouter(prefix="/api/v1")
+
+
+def _invalid(field: str, message: str) -> HTTPException:
+    """A 422 shaped like FastAPI's own validation errors, naming the field at fault."""
+    return HTTPException(
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+        detail=[{"loc": ["body", field], "msg": message, "type": "value_error"}],
+    )
+
+
+def _audience(runtime: Runtime) -> AudienceClient:
+    client: AudienceClient = runtime.state["audience"]
+    return client
+
+
+def _unavailable(exc: AudienceUnavailable) -> HTTPException:
+    return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"audience service unavailable: {exc}")
+
+
+def _account_event(account: Account) -> AccountConfigured:
+    smtp = ses = None
+    if account.transport == "smtp":
+        smtp = SmtpConnection(
+            host=account.smtp_host or "",
+            port=account.smtp_port or 587,
+            security=account.smtp_security or "starttls",
+            username=account.smtp_username,
+            password_encrypted=account.smtp_password_encrypted,
+        )
+    else:
+        ses = SesConnection(
+            region=account.ses_region or "",
+            access_key_id=account.ses_access_key_id or "",
+            secret_access_key_encrypted=account.ses_secret_access_key_encrypted or "",
+            endpoint_url=account.ses_endpoint_url,
+        )
+    return AccountConfigured(
+        account_id=account.account_id,
+        name=account.name,
+        transport=account.transport,
+        smtp=smtp,
+        ses=ses,
+        rate_per_second=account.rate_per_second,
+        active=account.active,
+    )
+
+
+@router.post("/accounts", status_code=status.HTTP_201_CREATED, response_model=AccountOut)
+async def create_account(body: AccountIn, runtime: RuntimeDep) -> AccountOut:
+    """Create a sending account; its password or secret key is stored encrypted and never shown."""
+    box = SecretBox(runtime.settings.SECRET_KEYS)
+    values: dict[str, Any] = {
+        "name": body.name,
+        "transport": body.transport,
+        "rate_per_second": body.rate_per_second,
+        "active": body.active,
+    }
+    if body.smtp is not None and body.transport == "smtp":
+        values |= {
+            "smtp_host": body.smtp.host,
+            "smtp_port": body.smtp.port,
+            "smtp_security": body.smtp.security,
+            "smtp_username": body.smtp.username,
+            "smtp_password_encrypted": box.encrypt(body.smtp.password) if body.smtp.password else None,
+        }
+    if body.ses is not None and body.transport == "ses":
+        values |= {
+            "ses_region": body.ses.region,
+            "ses_access_key_id": body.ses.access_key_id,
+            "ses_secret_access_key_encrypted": box.encrypt(body.ses.secret_access_key),
+            "ses_endpoint_url": body.ses.endpoint_url,
+        }
+    async with runtime.transaction() as conn:
+        accounts = campaign_repo.AccountRepository(conn)
+        if await accounts.name_taken(body.name):
+            raise Conflict(f"an account named {body.name!r} already exists")
+        account = await accounts.create(values)
+        await outbox.add_event(conn, _account_event(account))
+    return AccountOut.of(account)
+
+
+@router.get("/accounts", response_model=list[AccountOut])
+async def list_accounts(runtime: RuntimeDep) -> list[AccountOut]:
+    """Every sending account."""
+    async with runtime.pool.acquire() as conn:
+        return [AccountOut.of(a) for a in await campaign_repo.AccountRepository(conn).list()]
+
+
+@router.get("/accounts/{account_id}", response_model=AccountOut)
+async def get_account(account_id: int, runtime: RuntimeDep) -> AccountOut:
+    """One sending account."""
+    async with runtime.pool.acquire() as conn:
+        return AccountOut.of(await campaign_repo.AccountRepository(conn).get(account_id))
+
+
+@router.post("/sender-addresses", status_code=status.HTTP_201_CREATED, response_model=SenderAddress)
+async def create_sender_address(body: SenderAddressIn, runtime: RuntimeDep) -> SenderAddress:
+    """Add a From identity to a sending account."""
+    async with runtime.transaction() as conn:
+        try:
+            await campaign_repo.AccountRepository(conn).get(body.account_id)
+        except NotFound as exc:
+            raise _invalid("account_id", f"account {body.account_id} does not exist") from exc
+        senders = campaign_repo.SenderAddressRepository(conn)
+        if await senders.email_taken(str(body.email)):
+            raise Conflict(f"the sender address {body.email} already exists")
+        return await senders.create(
+            body.account_id, body.name, str(body.email), str(body.reply_to) if body.reply_to else None
+        )
+
+
+@router.get("/sender-addresses", response_model=list[SenderAddress])
+async def list_sender_addresses(runtime: RuntimeDep) -> list[SenderAddress]:
+    """Every sender address."""
+    async with runtime.pool.acquire() as conn:
+        return await campaign_repo.SenderAddressRepository(conn).list()
+
+
+@router.post("/groups", status_code=status.HTTP_201_CREATED)
+async def create_group(body: Annotated[Any, Body()], runtime: RuntimeDep) -> JSONResponse:
+    """Create a group in audience (which validates it): `{"name": ..., "members": [{"email", "name"}]}`."""
+    try:
+        code, answer = await _audience(runtime).create_group(body)
+    except AudienceUnavailable as exc:
+        raise _unavailable(exc) from exc
+    return JSONResponse(answer, status_code=code)
+
+
+@router.get("/groups/{group_id}")
+async def get_group(group_id: int, runtime: RuntimeDep) -> JSONResponse:
+    """A group with its member count, from audience."""
+    try:
+        code, answer = await _audience(runtime).get_group(group_id)
+    except AudienceUnavailable as exc:
+        raise _unavailable(exc) from exc
+    return JSONResponse(answer, status_code=code)
+
+
+def _check_templates(body: CampaignIn) -> None:
+    checks = [
+        ("subject", lambda: compile_plain(body.subject, "subject")),
+        ("html", lambda: compile_html(body.html)),
+    ]
+    if body.text is not None:
+        text = body.text
+        checks.append(("text", lambda: compile_plain(text, "text")))
+    for field, check in checks:
+        try:
+            check()
+        except TemplateProblem as exc:
+            raise _invalid(field, str(exc)) from exc
+
+
+@router.post("/campaigns", status_code=status.HTTP_201_CREATED, response_model=CampaignOut)
+async def create_campaign(body: CampaignIn, runtime: RuntimeDep) -> CampaignOut:
+    """Create a draft campaign; templates, sender address and groups are checked now."""
+    _check_templates(body)
+    try:
+        missing = await _audience(runtime).missing_groups(body.group_ids)
+    except AudienceUnavailable as exc:
+        raise _unavailable(exc) from exc
+    if missing:
+        raise _invalid("group_ids", f"unknown group(s): {', '.join(map(str, missing))}")
+    async with runtime.transaction() as conn:
+        try:
+            await campaign_repo.SenderAddressRepository(conn).get(body.sender_address_id)
+        except NotFound as exc:
+            raise _invalid(
+                "sender_address_id", f"sender address {body.sender_address_id} does not exist"
+            ) from exc
+        campaign = await campaign_repo.CampaignRepository(conn).create(
+            name=body.name,
+            sender_address_id=body.sender_address_id,
+            group_ids=body.group_ids,
+            subject=body.subject,
+            html=body.html,
+            text=body.text,
+            priority=body.priority,
+        )
+    return CampaignOut.of(campaign)
+
+
+@router.get("/campaigns", response_model=list[CampaignOut])
+async def list_campaigns(
+    runtime: RuntimeDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[CampaignOut]:
+    """Campaigns, newest first."""
+    async with runtime.pool.acquire() as conn:
+        return [CampaignOut.of(c) for c in await campaign_repo.CampaignRepository(conn).list(limit, offset)]
+
+
+@router.get("/campaigns/{campaign_id}", response_model=CampaignOut)
+async def get_campaign(campaign_id: int, runtime: RuntimeDep) -> CampaignOut:
+    """One campaign with its totals."""
+    async with runtime.pool.acquire() as conn:
+        return CampaignOut.of(await campaign_repo.CampaignRepository(conn).get(campaign_id))
+
+
+@router.post(
+    "/campaigns/{campaign_id}/start", status_code=status.HTTP_202_ACCEPTED, response_model=CampaignOut
+)
+async def start_campaign(campaign_id: int, runtime: RuntimeDep) -> CampaignOut:
+    """Queue a draft campaign for sending (409 if it is not a draft)."""
+    async with runtime.transaction() as conn:
+        campaigns = campaign_repo.CampaignRepository(conn)
+        new_status = lifecycle.after("start", await campaigns.lock_status(campaign_id))
+        campaign = await campaigns.get(campaign_id)
+        sender = await campaign_repo.SenderAddressRepository(conn).get(campaign.sender_address_id)
+        account = await campaign_repo.AccountRepository(conn).get(sender.account_id)
+        if not account.active:
+            raise Conflict(f"the sending account {account.name!r} is inactive")
+        await campaigns.set_status(campaign_id, new_status)
+        await outbox.add_event(
+            conn,
+            CampaignStarted(
+                campaign_id=campaign_id,
+                account_id=account.account_id,
+                sender=SenderIdentity(name=sender.name, email=sender.email, reply_to=sender.reply_to),
+                subject=campaign.subject,
+                html=campaign.html,
+                text=campaign.text_body,
+                group_ids=campaign.group_ids,
+                priority=campaign.priority,
+            ),
+        )
+        return CampaignOut.of(await campaigns.get(campaign_id))
+
+
+@router.post("/campaigns/{campaign_id}/cancel", response_model=CampaignOut)
+async def cancel_campaign(campaign_id: int, runtime: RuntimeDep) -> CampaignOut:
+    """Cancel an unfinished campaign: what is not sent yet is skipped (409 if finished)."""
+    async with runtime.transaction() as conn:
+        campaigns = campaign_repo.CampaignRepository(conn)
+        new_status = lifecycle.after("cancel", await campaigns.lock_status(campaign_id))
+        await campaigns.set_status(campaign_id, new_status)
+        await outbox.add_event(conn, CampaignCancelled(campaign_id=campaign_id))
+        return CampaignOut.of(await campaigns.get(campaign_id))
+
+
+@router.get("/campaigns/{campaign_id}/results", response_model=ResultsPage)
+async def campaign_results(
+    campaign_id: int,
+    runtime: RuntimeDep,
+    after: Annotated[int, Query(ge=0, description="last recipient_id of the previous page")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> ResultsPage:
+    """Per-recipient results, in recipient order, by keyset pages."""
+    async with runtime.pool.acquire() as conn:
+        await campaign_repo.CampaignRepository(conn).get(campaign_id)
+        items = await campaign_repo.ResultRepository(conn).page(campaign_id, after, limit)
+    return ResultsPage(items=items, next_after=items[-1].recipient_id if len(items) == limit else None)

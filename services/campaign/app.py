@@ -1,0 +1,36 @@
+"""Composition root of the campaign service."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
+
+from services.campaign import api, handlers
+from services.campaign.audience_client import AudienceClient
+from services.campaign.settings import CampaignSettings
+from shared.service import Runtime, create_service
+
+
+def create_app(
+    settings: CampaignSettings | None = None,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    audience: AudienceClient | None = None,
+) -> FastAPI:
+    """Build the campaign service (connections open in its lifespan, not here)."""
+    settings = settings or CampaignSettings()
+    audience = audience or AudienceClient(settings.AUDIENCE_URL)
+
+    async def close_audience(_: Runtime) -> None:
+        await audience.aclose()
+
+    return create_service(
+        "campaign",
+        settings,
+        title="Mailer campaign API",
+        routers=[handlers.router],
+        api=[api.router],
+        tracer_provider=tracer_provider,
+        on_shutdown=close_audience,
+        state={"audience": audience},
+    )

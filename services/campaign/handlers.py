@@ -1,0 +1,93 @@
+"""Campaign's consumers: resolution, failures and delivery outcomes update status and results."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from faststream.rabbit import RabbitRouter
+
+from services.campaign import repository as campaign_repo
+from shared.contracts import (
+    CampaignFailed,
+    CampaignRecipientsResolved,
+    DeliveryEvent,
+    MessageFailed,
+    MessageOpened,
+    MessageSent,
+    MessageSkipped,
+    topology,
+)
+from shared.db import first_processing
+from shared.errors import RetryLater
+from shared.service import HandlerRuntime
+
+router = RabbitRouter()
+
+
+@router.subscriber(topology.CAMPAIGN_RECIPIENTS_RESOLVED, topology.EVENTS)
+async def record_resolution(event: CampaignRecipientsResolved, runtime: HandlerRuntime) -> None:
+    """Audience queued the recipients: the campaign is sending (or done, if there are none)."""
+    async with runtime.transaction() as conn:
+        if not await first_processing(conn, event.event_id):
+            return
+        campaigns = campaign_repo.CampaignRepository(conn)
+        await campaigns.set_recipients(event.campaign_id, event.included)
+        await campaigns.complete_if_done(event.campaign_id)
+
+
+@router.subscriber(topology.CAMPAIGN_CAMPAIGN_FAILED, topology.EVENTS)
+async def record_failure(event: CampaignFailed, runtime: HandlerRuntime) -> None:
+    """The campaign cannot be sent: show it failed, with the reason."""
+    async with runtime.transaction() as conn:
+        if await first_processing(conn, event.event_id):
+            await campaign_repo.CampaignRepository(conn).fail(event.campaign_id, event.reason)
+
+
+async def _record_outcome(
+    runtime: HandlerRuntime,
+    event: DeliveryEvent,
+    status: str,
+    *,
+    sent_at: datetime | None = None,
+    reason: str | None = None,
+    provider_message_id: str | None = None,
+) -> None:
+    async with runtime.transaction() as conn:
+        campaigns = campaign_repo.CampaignRepository(conn)
+        recorded = await campaigns.record_outcome(
+            event, status, sent_at=sent_at, reason=reason, provider_message_id=provider_message_id
+        )
+        if recorded:
+            await campaigns.complete_if_done(event.campaign_id)
+
+
+@router.subscriber(topology.CAMPAIGN_MESSAGE_SENT, topology.EVENTS)
+async def record_sent(event: MessageSent, runtime: HandlerRuntime) -> None:
+    """A recipient's message was accepted by the provider."""
+    await _record_outcome(
+        runtime, event, "sent", sent_at=event.sent_at, provider_message_id=event.provider_message_id
+    )
+
+
+@router.subscriber(topology.CAMPAIGN_MESSAGE_FAILED, topology.EVENTS)
+async def record_failed(event: MessageFailed, runtime: HandlerRuntime) -> None:
+    """A recipient's message was refused for good."""
+    await _record_outcome(runtime, event, "failed", reason=event.reason)
+
+
+@router.subscriber(topology.CAMPAIGN_MESSAGE_SKIPPED, topology.EVENTS)
+async def record_skipped(event: MessageSkipped, runtime: HandlerRuntime) -> None:
+    """A recipient's message was not sent on purpose."""
+    await _record_outcome(runtime, event, "skipped", reason=event.reason)
+
+
+@router.subscriber(topology.CAMPAIGN_MESSAGE_OPENED, topology.EVENTS)
+async def record_open(event: MessageOpened, runtime: HandlerRuntime) -> None:
+    """A recipient opened the message: the first open is its read date."""
+    async with runtime.transaction() as conn:
+        recorded = await campaign_repo.CampaignRepository(conn).record_open(
+            event.campaign_id, event.recipient_id, event.opened_at
+        )
+    if not recorded:
+        # The open overtook the sent event (different queues): try again once it is recorded.
+        raise RetryLater(f"no result yet for recipient {event.recipient_id} of campaign {event.campaign_id}")

@@ -1,0 +1,215 @@
+"""What the campaign API accepts and returns, and the rows its repository hands back."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+
+from services.campaign.lifecycle import Status
+
+_Strict = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class SmtpIn(BaseModel):
+    """SMTP server of a sending account; the password is write-only."""
+
+    model_config = _Strict
+
+    host: str = Field(min_length=1, max_length=255)
+    port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = Field(default=None, max_length=255)
+    password: str | None = Field(default=None, max_length=1024)
+
+
+class SesIn(BaseModel):
+    """Amazon SES account; the secret key is write-only."""
+
+    model_config = _Strict
+
+    region: str = Field(min_length=1, max_length=40)
+    access_key_id: str = Field(min_length=1, max_length=128)
+    secret_access_key: str = Field(min_length=1, max_length=1024)
+    endpoint_url: str | None = Field(default=None, max_length=255)
+
+
+class AccountIn(BaseModel):
+    """A new sending account."""
+
+    model_config = _Strict
+
+    name: str = Field(min_length=1, max_length=200)
+    transport: Literal["smtp", "ses"]
+    smtp: SmtpIn | None = None
+    ses: SesIn | None = None
+    rate_per_second: float = Field(default=10.0, gt=0, le=10_000)
+    active: bool = True
+
+    @model_validator(mode="after")
+    def _transport_settings_present(self) -> AccountIn:
+        if self.transport == "smtp" and self.smtp is None:
+            raise ValueError("an smtp account needs its 'smtp' settings")
+        if self.transport == "ses" and self.ses is None:
+            raise ValueError("an ses account needs its 'ses' settings")
+        return self
+
+
+class Account(BaseModel):
+    """A sending account as stored (secrets encrypted)."""
+
+    account_id: int
+    name: str
+    transport: Literal["smtp", "ses"]
+    smtp_host: str | None
+    smtp_port: int | None
+    smtp_security: Literal["starttls", "tls", "none"] | None
+    smtp_username: str | None
+    smtp_password_encrypted: str | None
+    ses_region: str | None
+    ses_access_key_id: str | None
+    ses_secret_access_key_encrypted: str | None
+    ses_endpoint_url: str | None
+    rate_per_second: float
+    active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class AccountOut(BaseModel):
+    """A sending account as the API shows it: secrets never leave, only whether they are set."""
+
+    account_id: int
+    name: str
+    transport: Literal["smtp", "ses"]
+    smtp_host: str | None
+    smtp_port: int | None
+    smtp_security: str | None
+    smtp_username: str | None
+    has_password: bool
+    ses_region: str | None
+    rate_per_second: float
+    active: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, account: Account) -> AccountOut:
+        """The public view of a stored account."""
+        return cls(
+            **account.model_dump(include=set(cls.model_fields) - {"has_password"}),
+            has_password=bool(account.smtp_password_encrypted or account.ses_secret_access_key_encrypted),
+        )
+
+
+class SenderAddressIn(BaseModel):
+    """A From identity on a sending account."""
+
+    model_config = _Strict
+
+    account_id: int
+    name: str = Field(min_length=1, max_length=200)
+    email: EmailStr
+    reply_to: EmailStr | None = None
+
+
+class SenderAddress(BaseModel):
+    """A stored sender address."""
+
+    sender_address_id: int
+    account_id: int
+    name: str
+    email: str
+    reply_to: str | None
+    created_at: datetime
+
+
+class CampaignIn(BaseModel):
+    """A new campaign (a draft until started)."""
+
+    model_config = _Strict
+
+    name: str = Field(min_length=1, max_length=300)
+    sender_address_id: int
+    group_ids: list[int] = Field(min_length=1, max_length=50)
+    subject: str = Field(min_length=1, max_length=998)  # RFC 5322 line limit
+    html: str = Field(min_length=1, max_length=2_000_000)
+    text: str | None = Field(default=None, max_length=2_000_000)
+    priority: int = Field(default=5, ge=0, le=9)
+
+    @model_validator(mode="after")
+    def _no_repeated_group(self) -> CampaignIn:
+        if len(set(self.group_ids)) != len(self.group_ids):
+            raise ValueError("group_ids repeats a group")
+        return self
+
+
+class Campaign(BaseModel):
+    """A stored campaign with its totals."""
+
+    campaign_id: int
+    name: str
+    sender_address_id: int
+    subject: str
+    html: str
+    text_body: str | None
+    priority: int
+    origin: str
+    status: Status
+    failure_reason: str | None
+    recipients: int | None
+    sent: int
+    failed: int
+    skipped: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    group_ids: list[int]
+
+
+class CampaignOut(BaseModel):
+    """A campaign as the API shows it, with its totals and what remains to send."""
+
+    campaign_id: int
+    name: str
+    sender_address_id: int
+    group_ids: list[int]
+    subject: str
+    priority: int
+    origin: str
+    status: Status
+    failure_reason: str | None
+    recipients: int | None
+    sent: int
+    failed: int
+    skipped: int
+    remaining: int | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, campaign: Campaign) -> CampaignOut:
+        """The public view of a stored campaign."""
+        done = campaign.sent + campaign.failed + campaign.skipped
+        remaining = None if campaign.recipients is None else max(campaign.recipients - done, 0)
+        return cls(**campaign.model_dump(include=set(cls.model_fields)), remaining=remaining)
+
+
+class Result(BaseModel):
+    """The outcome for one recipient of a campaign."""
+
+    recipient_id: int
+    email: str
+    name: str
+    status: Literal["sent", "failed", "skipped"]
+    sent_at: datetime | None
+    opened_at: datetime | None
+    reason: str | None
+
+
+class ResultsPage(BaseModel):
+    """A page of results; pass `next_after` as `after` to get the next one."""
+
+    items: list[Result]
+    next_after: int | None

@@ -1,0 +1,278 @@
+"""All SQL of the campaign service. Repositories use the connection they are given; the caller
+owns the transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from services.campaign.lifecycle import Status
+from services.campaign.models import Account, Campaign, Result, SenderAddress
+from shared.contracts import DeliveryEvent
+from shared.errors import NotFound
+
+INSERT_ACCOUNT = """
+INSERT INTO accounts (name, transport, smtp_host, smtp_port, smtp_security, smtp_username,
+                      smtp_password_encrypted, ses_region, ses_access_key_id,
+                      ses_secret_access_key_encrypted, ses_endpoint_url, rate_per_second, active)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+RETURNING *
+"""
+SELECT_ACCOUNT = "SELECT * FROM accounts WHERE account_id = $1"
+SELECT_ACCOUNTS = "SELECT * FROM accounts ORDER BY account_id"
+ACCOUNT_NAME_TAKEN = "SELECT EXISTS (SELECT 1 FROM accounts WHERE name = $1)"
+
+INSERT_SENDER_ADDRESS = """
+INSERT INTO sender_addresses (account_id, name, email, reply_to) VALUES ($1, $2, $3, $4) RETURNING *
+"""
+SELECT_SENDER_ADDRESS = "SELECT * FROM sender_addresses WHERE sender_address_id = $1"
+SELECT_SENDER_ADDRESSES = "SELECT * FROM sender_addresses ORDER BY sender_address_id"
+SENDER_EMAIL_TAKEN = "SELECT EXISTS (SELECT 1 FROM sender_addresses WHERE lower(email) = lower($1))"
+
+INSERT_CAMPAIGN = """
+INSERT INTO campaigns (name, sender_address_id, subject, html, text_body, priority)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING campaign_id
+"""
+INSERT_CAMPAIGN_GROUPS = """
+INSERT INTO campaign_groups (campaign_id, group_id, position)
+SELECT $1, g.group_id, g.position FROM unnest($2::int[]) WITH ORDINALITY AS g(group_id, position)
+"""
+# The group ids come along in the order they were chosen (audience de-duplicates in that order).
+_CAMPAIGN_COLUMNS = """
+SELECT c.*, coalesce(array_agg(g.group_id ORDER BY g.position) FILTER (WHERE g.group_id IS NOT NULL),
+                     '{}') AS group_ids
+FROM campaigns c LEFT JOIN campaign_groups g USING (campaign_id)
+"""
+SELECT_CAMPAIGN = _CAMPAIGN_COLUMNS + " WHERE c.campaign_id = $1 GROUP BY c.campaign_id"
+# FOR UPDATE: status changes read and write the row under its lock, so two requests cannot
+# both start the same campaign.
+LOCK_CAMPAIGN = "SELECT status FROM campaigns WHERE campaign_id = $1 FOR UPDATE"
+SELECT_CAMPAIGNS = (
+    _CAMPAIGN_COLUMNS + " GROUP BY c.campaign_id ORDER BY c.campaign_id DESC LIMIT $1 OFFSET $2"
+)
+SET_STATUS = """
+UPDATE campaigns
+SET status = $2,
+    started_at = CASE WHEN $2 = 'queued' THEN now() ELSE started_at END,
+    finished_at = CASE WHEN $2 IN ('completed', 'cancelled', 'failed') THEN now() ELSE finished_at END
+WHERE campaign_id = $1
+"""
+# Resolution can arrive after a cancel (keep cancelled) or a failure (keep failed).
+SET_RECIPIENTS = """
+UPDATE campaigns
+SET recipients = $2,
+    status = CASE WHEN status = 'queued' THEN 'sending' ELSE status END
+WHERE campaign_id = $1
+"""
+SET_FAILED = """
+UPDATE campaigns SET status = 'failed', failure_reason = $2, finished_at = now()
+WHERE campaign_id = $1 AND status NOT IN ('completed', 'cancelled', 'failed')
+"""
+# The first outcome of a recipient counts; a redelivered event finds the row and changes nothing.
+INSERT_RESULT = """
+INSERT INTO results (campaign_id, recipient_id, email, name, status, sent_at, reason, provider_message_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (campaign_id, recipient_id) DO NOTHING
+RETURNING status
+"""
+COUNT_OUTCOME = """
+UPDATE campaigns
+SET sent = sent + ($2 = 'sent')::int,
+    failed = failed + ($2 = 'failed')::int,
+    skipped = skipped + ($2 = 'skipped')::int
+WHERE campaign_id = $1
+"""
+# Completed once every resolved recipient has an outcome; a cancelled campaign stays cancelled.
+COMPLETE_IF_DONE = """
+UPDATE campaigns SET status = 'completed', finished_at = now()
+WHERE campaign_id = $1 AND status IN ('sending', 'paused')
+  AND recipients IS NOT NULL AND sent + failed + skipped >= recipients
+"""
+# The first open is the read date; later opens change nothing.
+SET_OPENED = """
+UPDATE results SET opened_at = least(coalesce(opened_at, $3), $3)
+WHERE campaign_id = $1 AND recipient_id = $2
+"""
+# Keyset paging on recipient_id: constant time whatever the page number.
+SELECT_RESULTS = """
+SELECT recipient_id, email, name, status, sent_at, opened_at, reason FROM results
+WHERE campaign_id = $1 AND recipient_id > $2
+ORDER BY recipient_id
+LIMIT $3
+"""
+
+
+class AccountRepository:
+    """Sending accounts."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def create(self, values: dict[str, Any]) -> Account:
+        """Store a new account; `values` holds the columns of INSERT_ACCOUNT by name."""
+        row = await self._conn.fetchrow(
+            INSERT_ACCOUNT,
+            values["name"],
+            values["transport"],
+            values.get("smtp_host"),
+            values.get("smtp_port"),
+            values.get("smtp_security"),
+            values.get("smtp_username"),
+            values.get("smtp_password_encrypted"),
+            values.get("ses_region"),
+            values.get("ses_access_key_id"),
+            values.get("ses_secret_access_key_encrypted"),
+            values.get("ses_endpoint_url"),
+            values["rate_per_second"],
+            values["active"],
+        )
+        return Account.model_validate(dict(row))
+
+    async def name_taken(self, name: str) -> bool:
+        """Whether an account already has this name."""
+        return bool(await self._conn.fetchval(ACCOUNT_NAME_TAKEN, name))
+
+    async def get(self, account_id: int) -> Account:
+        """The account; NotFound if there is none."""
+        row = await self._conn.fetchrow(SELECT_ACCOUNT, account_id)
+        if row is None:
+            raise NotFound(f"account {account_id} not found")
+        return Account.model_validate(dict(row))
+
+    async def list(self) -> list[Account]:
+        """Every account, oldest first."""
+        return [Account.model_validate(dict(r)) for r in await self._conn.fetch(SELECT_ACCOUNTS)]
+
+
+class SenderAddressRepository:
+    """Sender addresses (From identities)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def create(self, account_id: int, name: str, email: str, reply_to: str | None) -> SenderAddress:
+        """Store a new sender address."""
+        row = await self._conn.fetchrow(INSERT_SENDER_ADDRESS, account_id, name, email, reply_to)
+        return SenderAddress.model_validate(dict(row))
+
+    async def email_taken(self, email: str) -> bool:
+        """Whether a sender address already uses this e-mail (case-insensitive)."""
+        return bool(await self._conn.fetchval(SENDER_EMAIL_TAKEN, email))
+
+    async def get(self, sender_address_id: int) -> SenderAddress:
+        """The sender address; NotFound if there is none."""
+        row = await self._conn.fetchrow(SELECT_SENDER_ADDRESS, sender_address_id)
+        if row is None:
+            raise NotFound(f"sender address {sender_address_id} not found")
+        return SenderAddress.model_validate(dict(row))
+
+    async def list(self) -> list[SenderAddress]:
+        """Every sender address."""
+        return [
+            SenderAddress.model_validate(dict(r)) for r in await self._conn.fetch(SELECT_SENDER_ADDRESSES)
+        ]
+
+
+class CampaignRepository:
+    """Campaigns, their status and totals."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def create(
+        self,
+        *,
+        name: str,
+        sender_address_id: int,
+        group_ids: list[int],
+        subject: str,
+        html: str,
+        text: str | None,
+        priority: int,
+    ) -> Campaign:
+        """Store a new draft campaign with its groups."""
+        campaign_id = await self._conn.fetchval(
+            INSERT_CAMPAIGN, name, sender_address_id, subject, html, text, priority
+        )
+        await self._conn.execute(INSERT_CAMPAIGN_GROUPS, campaign_id, group_ids)
+        return await self.get(campaign_id)
+
+    async def get(self, campaign_id: int) -> Campaign:
+        """The campaign; NotFound if there is none."""
+        row = await self._conn.fetchrow(SELECT_CAMPAIGN, campaign_id)
+        if row is None:
+            raise NotFound(f"campaign {campaign_id} not found")
+        return Campaign.model_validate(dict(row))
+
+    async def list(self, limit: int, offset: int) -> list[Campaign]:
+        """Campaigns, newest first."""
+        rows = await self._conn.fetch(SELECT_CAMPAIGNS, limit, offset)
+        return [Campaign.model_validate(dict(r)) for r in rows]
+
+    async def lock_status(self, campaign_id: int) -> Status:
+        """The campaign's status, locking its row until the transaction ends."""
+        status = await self._conn.fetchval(LOCK_CAMPAIGN, campaign_id)
+        if status is None:
+            raise NotFound(f"campaign {campaign_id} not found")
+        return Status(status)
+
+    async def set_status(self, campaign_id: int, status: Status) -> None:
+        """Change the status, stamping the start or end date it implies."""
+        await self._conn.execute(SET_STATUS, campaign_id, status.value)
+
+    async def set_recipients(self, campaign_id: int, recipients: int) -> None:
+        """Record how many recipients audience queued; a queued campaign is now sending."""
+        await self._conn.execute(SET_RECIPIENTS, campaign_id, recipients)
+
+    async def fail(self, campaign_id: int, reason: str) -> None:
+        """Mark an unfinished campaign failed with the reason."""
+        await self._conn.execute(SET_FAILED, campaign_id, reason)
+
+    async def record_outcome(
+        self,
+        event: DeliveryEvent,
+        status: str,
+        *,
+        sent_at: datetime | None = None,
+        reason: str | None = None,
+        provider_message_id: str | None = None,
+    ) -> bool:
+        """Record a recipient's outcome and count it; False if it was already recorded."""
+        inserted = await self._conn.fetchval(
+            INSERT_RESULT,
+            event.campaign_id,
+            event.recipient_id,
+            event.email,
+            event.name,
+            status,
+            sent_at,
+            reason,
+            provider_message_id,
+        )
+        if inserted is None:
+            return False
+        await self._conn.execute(COUNT_OUTCOME, event.campaign_id, status)
+        return True
+
+    async def record_open(self, campaign_id: int, recipient_id: int, opened_at: datetime) -> bool:
+        """Record a read date; False if the recipient has no result yet."""
+        return str(await self._conn.execute(SET_OPENED, campaign_id, recipient_id, opened_at)) == "UPDATE 1"
+
+    async def complete_if_done(self, campaign_id: int) -> bool:
+        """Mark the campaign completed if every recipient has an outcome."""
+        return str(await self._conn.execute(COMPLETE_IF_DONE, campaign_id)) == "UPDATE 1"
+
+
+class ResultRepository:
+    """Per-recipient results of campaigns."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def page(self, campaign_id: int, after: int, limit: int) -> list[Result]:
+        """Results with recipient_id greater than `after`, in recipient order."""
+        rows = await self._conn.fetch(SELECT_RESULTS, campaign_id, after, limit)
+        return [Result.model_validate(dict(r)) for r in rows]

@@ -1,0 +1,1 @@
+"""Code every Mailer service has in common: contracts, broker, database, telemetry."""

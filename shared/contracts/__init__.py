@@ -1,0 +1,46 @@
+"""The contracts between services: events, topology and header names."""
+
+from shared.contracts import headers, topology
+from shared.contracts.events import (
+    AccountConfigured,
+    CampaignCancelled,
+    CampaignFailed,
+    CampaignRecipientsResolved,
+    CampaignStarted,
+    DeliveryEvent,
+    Event,
+    Message,
+    MessageFailed,
+    MessageOpened,
+    MessageSent,
+    MessageSkipped,
+    Recipient,
+    SendBatch,
+    SenderIdentity,
+    SesConnection,
+    SmtpConnection,
+    utc_now,
+)
+
+__all__ = [
+    "AccountConfigured",
+    "CampaignCancelled",
+    "CampaignFailed",
+    "CampaignRecipientsResolved",
+    "CampaignStarted",
+    "DeliveryEvent",
+    "Event",
+    "Message",
+    "MessageFailed",
+    "MessageOpened",
+    "MessageSent",
+    "MessageSkipped",
+    "Recipient",
+    "SendBatch",
+    "SenderIdentity",
+    "SesConnection",
+    "SmtpConnection",
+    "headers",
+    "topology",
+    "utc_now",
+]

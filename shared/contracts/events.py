@@ -1,0 +1,193 @@
+"""Messages the services exchange over RabbitMQ.
+
+Every event is immutable, named in the past tense, carries `event_id` (consumers deduplicate on
+it), `occurred_at` (UTC) and `schema_version`. A consumer refuses a version it does not know:
+the message goes to the dead-letter queue instead of being half understood. Each event declares
+its routing key once, as a ClassVar; `topology` builds the queues from it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import ClassVar, Literal
+from uuid import UUID, uuid4
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware in UTC (storage and events are always UTC)."""
+    return datetime.now(UTC)
+
+
+class Message(BaseModel):
+    """Base of events and commands: frozen, tolerant of fields added by newer producers."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    schema_version: Literal[1] = 1
+    event_id: UUID = Field(default_factory=uuid4)
+    occurred_at: datetime = Field(default_factory=utc_now)
+
+
+class Event(Message):
+    """Something that happened, published on the events exchange under `routing_key`."""
+
+    routing_key: ClassVar[str]
+
+
+class SenderIdentity(BaseModel):
+    """The From identity of a campaign: display name, address and optional Reply-To."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    email: EmailStr
+    reply_to: EmailStr | None = None
+
+
+class CampaignStarted(Event):
+    """A campaign was started: audience resolves its groups, sender keeps its content."""
+
+    routing_key: ClassVar[str] = "campaign.started"
+
+    campaign_id: int
+    account_id: int
+    sender: SenderIdentity
+    subject: str
+    html: str
+    text: str | None = None
+    group_ids: list[int]
+    priority: int = Field(ge=0, le=9)
+
+
+class CampaignRecipientsResolved(Event):
+    """Audience resolved every group of a campaign; `included` recipients are queued for sending."""
+
+    routing_key: ClassVar[str] = "campaign.recipients_resolved"
+
+    campaign_id: int
+    account_id: int
+    included: int = Field(ge=0)
+    invalid: int = Field(ge=0)
+    duplicate: int = Field(ge=0)
+    suppressed: int = Field(ge=0)
+    unsubscribed: int = Field(ge=0)
+
+
+class CampaignFailed(Event):
+    """A campaign cannot be sent (a group failed to resolve, a template error...)."""
+
+    routing_key: ClassVar[str] = "campaign.failed"
+
+    campaign_id: int
+    reason: str
+
+
+class CampaignCancelled(Event):
+    """An operator cancelled a campaign: what is not sent yet is skipped."""
+
+    routing_key: ClassVar[str] = "campaign.cancelled"
+
+    campaign_id: int
+
+
+class SmtpConnection(BaseModel):
+    """How to reach an SMTP server; the password travels and rests Fernet-encrypted only."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str
+    port: int = Field(ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"]
+    username: str | None = None
+    password_encrypted: str | None = None
+
+
+class SesConnection(BaseModel):
+    """An Amazon SES account; the secret key travels and rests Fernet-encrypted only."""
+
+    model_config = ConfigDict(frozen=True)
+
+    region: str
+    access_key_id: str
+    secret_access_key_encrypted: str
+    endpoint_url: str | None = None
+
+
+class AccountConfigured(Event):
+    """A sending account was created or changed; senders (re)configure its consumer."""
+
+    routing_key: ClassVar[str] = "account.configured"
+
+    account_id: int
+    name: str
+    transport: Literal["smtp", "ses"]
+    smtp: SmtpConnection | None = None
+    ses: SesConnection | None = None
+    rate_per_second: float = Field(gt=0)
+    active: bool
+
+
+class Recipient(BaseModel):
+    """One resolved recipient of a campaign; `recipient_id` is its code within the campaign."""
+
+    model_config = ConfigDict(frozen=True)
+
+    recipient_id: int = Field(ge=1)
+    email: str
+    name: str = ""
+    fields: dict[str, str] = Field(default_factory=dict)
+
+
+class SendBatch(Message):
+    """Command to the sending account's queue: send this campaign to these recipients."""
+
+    campaign_id: int
+    account_id: int
+    recipients: list[Recipient] = Field(min_length=1)
+
+
+class DeliveryEvent(Event):
+    """The outcome of one message to one recipient of one campaign."""
+
+    campaign_id: int
+    account_id: int
+    recipient_id: int
+    email: str
+    name: str = ""
+
+
+class MessageSent(DeliveryEvent):
+    """The provider accepted the message."""
+
+    routing_key: ClassVar[str] = "message.sent"
+
+    provider_message_id: str
+    sent_at: datetime
+
+
+class MessageFailed(DeliveryEvent):
+    """The provider refused the message for good; `reason` is its reply."""
+
+    routing_key: ClassVar[str] = "message.failed"
+
+    reason: str
+
+
+class MessageSkipped(DeliveryEvent):
+    """The message was not sent on purpose (campaign cancelled, address suppressed...)."""
+
+    routing_key: ClassVar[str] = "message.skipped"
+
+    reason: str
+
+
+class MessageOpened(Event):
+    """A recipient's mail client loaded the open pixel."""
+
+    routing_key: ClassVar[str] = "message.opened"
+
+    campaign_id: int
+    recipient_id: int
+    opened_at: datetime
