@@ -38,6 +38,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+# Probes and metrics scrapes: frequent, uninteresting, neither logged nor traced.
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class _NoProbeAccessLogs(logging.Filter):
+    """Drops uvicorn's access lines for probes and metrics scrapes, which would drown the rest."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        path = str(args[2]) if len(args) > 2 else ""
+        return path.split("?", 1)[0] not in PROBE_PATHS
+
+
 def configure_logging(service: str, level: str, fmt: str) -> None:
     """Send every logger, uvicorn's included, to one stderr handler in the chosen format."""
     handler = logging.StreamHandler()
@@ -52,3 +65,5 @@ def configure_logging(service: str, level: str, fmt: str) -> None:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    access = logging.getLogger("uvicorn.access")
+    access.filters[:] = [_NoProbeAccessLogs()]

@@ -18,11 +18,11 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from faststream import Context
 from faststream.rabbit import RabbitBroker, RabbitRouter
 from opentelemetry.sdk.trace import TracerProvider
-from prometheus_client import CollectorRegistry, make_asgi_app
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from shared import db
 from shared.broker import declare_topology, make_broker
@@ -110,6 +110,10 @@ def _probes(runtime: Runtime) -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(runtime.registry), media_type=CONTENT_TYPE_LATEST)
+
     @router.get("/readyz")
     async def readyz() -> JSONResponse:
         broker_ok = runtime.broker_started.is_set() and await runtime.broker.ping(timeout=_PROBE_TIMEOUT)
@@ -186,7 +190,6 @@ def create_service(
     app.include_router(_probes(runtime))
     for router in api:
         app.include_router(router)
-    app.mount("/metrics", make_asgi_app(registry))
     _error_handlers(app)
     instrument(app, provider)
     return app

@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Well-known development values: fine on a laptop, refused anywhere else.
-DEV_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/mailer"
+DEV_DATABASE_URL = "postgresql://postgres:postgres@127.0.0.1:5432/mailer"
 DEV_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 # A fixed Fernet key so a development database stays readable across restarts.
 DEV_SECRET_KEY = "ZGV2LW9ubHktbWFpbGVyLWtleS0wMDAwMDAwMDAwMDA="

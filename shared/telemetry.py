@@ -21,7 +21,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-_PROBES = "healthz,readyz,metrics"
+from shared.logs import PROBE_PATHS
 
 
 def make_tracer_provider(service_name: str, otlp_endpoint: str | None) -> TracerProvider:
@@ -35,7 +35,9 @@ def make_tracer_provider(service_name: str, otlp_endpoint: str | None) -> Tracer
 
 def instrument(app: FastAPI, provider: TracerProvider) -> None:
     """Trace the app's HTTP requests and, once per process, every asyncpg query."""
-    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, excluded_urls=_PROBES)
+    FastAPIInstrumentor.instrument_app(
+        app, tracer_provider=provider, excluded_urls=",".join(sorted(PROBE_PATHS))
+    )
     instrumentor = AsyncPGInstrumentor()
     # The asyncpg instrumentation patches the driver process-wide, so only the first provider counts.
     if not instrumentor.is_instrumented_by_opentelemetry:
