@@ -36,8 +36,8 @@ def _checked_schema(schema: str) -> str:
     return schema
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    # jsonb columns come and go as Python objects.
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """Prepare a new connection: jsonb columns come and go as Python objects."""
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
@@ -52,7 +52,7 @@ async def create_pool(dsn: str, schema: str, max_size: int) -> asyncpg.Pool:
         min_size=0,
         max_size=max_size,
         server_settings={"search_path": _checked_schema(schema), "application_name": f"mailer-{schema}"},
-        init=_init_connection,
+        init=init_connection,
         # Fail fast while the database is down rather than hold requests for the default 60 s.
         timeout=5,
         command_timeout=60,
