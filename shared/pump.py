@@ -30,8 +30,11 @@ class Pump:
     async def run(self) -> None:
         """Loop until cancelled."""
         while True:
+            # asyncio.timeout rather than wait_for: on 3.11 wait_for can swallow a cancellation
+            # that arrives as the event is set, and the loop would then never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
+                async with asyncio.timeout(self._interval):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 while await self._step():

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, status
 
 from services.audience import repository as audience_repo
 from services.audience.models import GroupCreated, GroupIn, GroupOut
 from shared.service import RuntimeDep
 
 router = APIRouter(prefix="/internal/v1")
+
+# group_id is a PostgreSQL serial: an id outside it would fail in the driver (a 500), not be "not found".
+GroupId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 @router.post("/groups", status_code=status.HTTP_201_CREATED, response_model=GroupCreated)
@@ -41,7 +46,7 @@ async def list_groups(runtime: RuntimeDep) -> list[GroupOut]:
 
 
 @router.get("/groups/{group_id}", response_model=GroupOut)
-async def get_group(group_id: int, runtime: RuntimeDep) -> GroupOut:
+async def get_group(group_id: GroupId, runtime: RuntimeDep) -> GroupOut:
     """One group with its member count."""
     async with runtime.pool.acquire() as conn:
         return await audience_repo.GroupRepository(conn).get(group_id)

@@ -3,6 +3,7 @@ owns the transaction."""
 
 from __future__ import annotations
 
+import builtins
 import json
 
 import asyncpg
@@ -29,6 +30,10 @@ MISSING_GROUPS = """
 SELECT id FROM unnest($1::int[]) AS id WHERE NOT EXISTS (SELECT 1 FROM groups WHERE group_id = id)
 """
 
+# Deliveries are handled concurrently (prefetch): a second start of the same campaign under another
+# event id waits here for the first to commit, then sees its resolution instead of hitting the
+# primary key (which sent it to the retry tier).
+LOCK_CAMPAIGN = "SELECT pg_advisory_xact_lock(hashtext('audience.resolve'), $1)"
 RESOLUTION_EXISTS = "SELECT EXISTS (SELECT 1 FROM resolutions WHERE campaign_id = $1)"
 INSERT_RESOLUTION = """
 INSERT INTO resolutions (campaign_id, account_id, priority, status, failure_reason, trace_headers)
@@ -102,7 +107,8 @@ class GroupRepository:
         """Every group with its member count."""
         return [GroupOut.model_validate(dict(r)) for r in await self._conn.fetch(SELECT_GROUPS)]
 
-    async def missing(self, group_ids: list[int]) -> list[int]:
+    # `builtins.list`: inside this class, `list` is the method above.
+    async def missing(self, group_ids: builtins.list[int]) -> builtins.list[int]:
         """Which of these groups do not exist."""
         return [r["id"] for r in await self._conn.fetch(MISSING_GROUPS, group_ids)]
 
@@ -114,7 +120,9 @@ class ResolutionRepository:
         self._conn = conn
 
     async def exists(self, campaign_id: int) -> bool:
-        """Whether this campaign was already resolved (or failed to be)."""
+        """Whether this campaign was already resolved (or failed to be); holds the campaign's lock
+        until the caller's transaction ends."""
+        await self._conn.execute(LOCK_CAMPAIGN, campaign_id)
         return bool(await self._conn.fetchval(RESOLUTION_EXISTS, campaign_id))
 
     async def record_failure(self, campaign_id: int, account_id: int, priority: int, reason: str) -> None:

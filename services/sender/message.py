@@ -10,8 +10,9 @@ import html as html_lib
 import re
 from dataclasses import dataclass
 from email import policy
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formataddr, formatdate, make_msgid
+from email.utils import formatdate, make_msgid
 from html.parser import HTMLParser
 
 from jinja2 import Template
@@ -111,8 +112,10 @@ def build(campaign: CompiledCampaign, recipient: Recipient, links: TrackingLinks
     message_id = make_msgid(idstring=delivery, domain=domain)
 
     msg = EmailMessage(policy=policy.SMTP)
-    msg["From"] = formataddr((_one_line(content.sender.name), content.sender.email))
-    msg["To"] = formataddr((_one_line(recipient.name), recipient.email))
+    # Address objects, not formataddr() strings: the policy re-parses and refolds a string, and
+    # a non-ASCII name with specials ("Itaú (Social)", "João: x@y") came out as a comment or a group.
+    msg["From"] = Address(_one_line(content.sender.name), addr_spec=content.sender.email)
+    msg["To"] = Address(_one_line(recipient.name), addr_spec=recipient.email)
     msg["Subject"] = _one_line(render(campaign.subject, recipient, "subject"))
     msg["Date"] = formatdate(localtime=False)
     msg["Message-ID"] = message_id

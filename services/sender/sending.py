@@ -87,6 +87,11 @@ async def _deliver(
     except TemplateProblem as problem:
         await _finish(runtime, batch, recipient, "failed", reason=f"template error: {problem}")
         return
+    except ValueError as problem:
+        # An address no message can carry (a line break, no domain...). Left uncaught, the claim
+        # stayed 'sending' for ever: the retried batch skipped it and the campaign never completed.
+        await _finish(runtime, batch, recipient, "failed", reason=f"invalid message: {problem}")
+        return
     await account.bucket.acquire()
     try:
         provider_message_id = await account.transport.send(mail)

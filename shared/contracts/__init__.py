@@ -1,6 +1,6 @@
 """The contracts between services: events, topology and header names."""
 
-from shared.contracts import headers, topology
+from shared.contracts import events, headers, topology
 from shared.contracts.events import (
     AccountConfigured,
     CampaignCancelled,
@@ -40,6 +40,7 @@ __all__ = [
     "SenderIdentity",
     "SesConnection",
     "SmtpConnection",
+    "events",
     "headers",
     "topology",
     "utc_now",

@@ -1,0 +1,159 @@
+"""What the audience tests share: the service running in-process, and ears on RabbitMQ."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+import httpx
+from fastapi import FastAPI
+from faststream import BaseMiddleware
+from faststream.message import StreamMessage
+
+from services.audience.dispatcher import Dispatcher
+from shared.contracts import topology
+from shared.service import Runtime
+from tests.support import eventually
+
+BATCH_SIZE = 2
+MAX_MEMBERS = 5
+
+Incoming = aio_pika.abc.AbstractIncomingMessage
+
+
+def unique_id() -> int:
+    """A campaign or account id no other test of this run uses (fits PostgreSQL integer)."""
+    return random.randint(10**8, 2**31 - 1)
+
+
+@dataclass
+class Handled:
+    """Message ids the service's handlers finished with: None for success, else the error."""
+
+    outcomes: dict[str, list[str | None]] = field(default_factory=dict)
+
+    def middleware(self) -> type[BaseMiddleware]:
+        """A broker middleware (innermost, so it sees the handler's own error) that records."""
+        handled = self
+
+        class Record(BaseMiddleware):
+            async def consume_scope(
+                self, call_next: Callable[[StreamMessage[Any]], Any], msg: StreamMessage[Any]
+            ) -> Any:
+                try:
+                    result = await call_next(msg)
+                except Exception as exc:
+                    handled.outcomes.setdefault(msg.message_id, []).append(repr(exc))
+                    raise
+                handled.outcomes.setdefault(msg.message_id, []).append(None)
+                return result
+
+        return Record
+
+    async def wait_for(self, message_id: str, times: int = 1, within: float = 20.0) -> list[str | None]:
+        """The outcomes of a message once it was handled `times` times."""
+
+        async def done() -> bool:
+            return len(self.outcomes.get(message_id, [])) >= times
+
+        await eventually(done, within)
+        return self.outcomes[message_id]
+
+
+@dataclass
+class Audience:
+    """The audience service running in-process."""
+
+    app: FastAPI
+    client: httpx.AsyncClient
+    handled: Handled
+
+    @property
+    def runtime(self) -> Runtime:
+        runtime: Runtime = self.app.state.runtime
+        return runtime
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        dispatcher: Dispatcher = self.runtime.state["dispatcher"]
+        return dispatcher
+
+    async def create_group(self, name: str, emails: list[str]) -> int:
+        """A static group of these addresses (each member named after its address), through the API."""
+        members = [{"email": email, "name": f"name of {email}"} for email in emails]
+        response = await self.client.post("/internal/v1/groups", json={"name": name, "members": members})
+        assert response.status_code == 201, response.text
+        group_id: int = response.json()["group_id"]
+        return group_id
+
+    async def resolution(self, campaign_id: int) -> dict[str, Any] | None:
+        """The campaign's row in audience.resolutions."""
+        async with self.runtime.pool.acquire() as conn:
+            row = await conn.fetchrow("SELECT * FROM resolutions WHERE campaign_id = $1", campaign_id)
+        return None if row is None else dict(row)
+
+    async def dispatched(self, campaign_id: int) -> dict[str, Any]:
+        """The campaign's resolution once the dispatcher has queued all of it."""
+
+        async def check() -> dict[str, Any]:
+            row = await self.resolution(campaign_id)
+            assert row is not None and row["status"] == "dispatched", row
+            return row
+
+        return await eventually(check)
+
+    async def staged(self, campaign_id: int) -> list[tuple[int, str, str]]:
+        """(recipient_id, email, name) of the campaign's staged recipients, in order."""
+        async with self.runtime.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT recipient_id, email, name FROM campaign_recipients"
+                " WHERE campaign_id = $1 ORDER BY recipient_id",
+                campaign_id,
+            )
+        return [(r["recipient_id"], r["email"], r["name"]) for r in rows]
+
+
+async def listen_to_events(
+    channel: aio_pika.abc.AbstractChannel, *routing_keys: str
+) -> aio_pika.abc.AbstractQueue:
+    """An exclusive queue receiving the events of these routing keys from the events exchange."""
+    queue = await channel.declare_queue(exclusive=True)
+    for routing_key in routing_keys:
+        await queue.bind(topology.EVENTS.name, routing_key=routing_key)
+    return queue
+
+
+async def take(queue: aio_pika.abc.AbstractQueue, into: list[Incoming]) -> list[Incoming]:
+    """Move every message waiting in the queue into `into` (acknowledged on receipt)."""
+    while (message := await queue.get(no_ack=True, fail=False)) is not None:
+        into.append(message)
+    return into
+
+
+async def collect(
+    queue: aio_pika.abc.AbstractQueue, enough: Callable[[list[Incoming]], bool], within: float = 20.0
+) -> list[Incoming]:
+    """Messages of the queue, read until `enough` of them arrived (or fail after `within` s)."""
+    received: list[Incoming] = []
+
+    async def check() -> bool:
+        return enough(await take(queue, received))
+
+    await eventually(check, within)
+    return received
+
+
+def about(campaign_id: int, messages: list[Incoming]) -> list[Incoming]:
+    """The messages whose body names this campaign."""
+    return [m for m in messages if json.loads(m.body)["campaign_id"] == campaign_id]
+
+
+async def waiting(channel: aio_pika.abc.AbstractChannel, queue_name: str) -> int:
+    """How many messages are ready in an existing queue."""
+    queue = await channel.declare_queue(queue_name, passive=True)
+    assert queue.declaration_result.message_count is not None
+    return queue.declaration_result.message_count

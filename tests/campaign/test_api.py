@@ -1,0 +1,254 @@
+"""The campaign HTTP API: valid requests work, bad input gets a clear 4xx and changes nothing."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from services.campaign.settings import CampaignSettings
+from shared.crypto import SecretBox
+from tests.support import eventually
+
+pytestmark = pytest.mark.connected
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def _account(api: httpx.AsyncClient, **overrides: Any) -> dict[str, Any]:
+    body = {
+        "name": _unique("conta"),
+        "transport": "smtp",
+        "smtp": {"host": "smtp.example", "port": 587, "username": "user", "password": "s3nh4-secreta"},
+    } | overrides
+    response = await api.post("/accounts", json=body)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+async def _sender(api: httpx.AsyncClient, account_id: int) -> dict[str, Any]:
+    response = await api.post(
+        "/sender-addresses",
+        json={"account_id": account_id, "name": "Itaú Social", "email": f"{_unique('n')}@ex.org"},
+    )
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+async def _campaign(api: httpx.AsyncClient, **overrides: Any) -> dict[str, Any]:
+    account = await _account(api)
+    sender = await _sender(api, account["account_id"])
+    body = {
+        "name": "Boas-vindas",
+        "sender_address_id": sender["sender_address_id"],
+        "group_ids": [1, 2],
+        "subject": "Olá {{ nome }}",
+        "html": "<p>Olá {{ nome }}</p>",
+        "priority": 7,
+    } | overrides
+    response = await api.post("/campaigns", json=body)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def _fields(response: httpx.Response) -> list[str]:
+    return [".".join(map(str, error["loc"][1:])) for error in response.json()["detail"]]
+
+
+class TestAccounts:
+    async def test_the_password_is_stored_encrypted_and_never_shown(self, api: httpx.AsyncClient) -> None:
+        account = await _account(api)
+        assert account["has_password"] is True
+        assert "s3nh4-secreta" not in str(account) and "password" not in account
+        runtime = api.app.state.runtime  # type: ignore[attr-defined]
+        async with runtime.pool.acquire() as conn:
+            stored = await conn.fetchval(
+                "SELECT smtp_password_encrypted FROM accounts WHERE account_id = $1", account["account_id"]
+            )
+        assert "s3nh4-secreta" not in stored
+        assert SecretBox(CampaignSettings().SECRET_KEYS).decrypt(stored) == "s3nh4-secreta"
+        listed = (await api.get("/accounts")).text
+        assert "s3nh4-secreta" not in listed and stored not in listed
+
+    async def test_creation_announces_the_configuration_to_senders(
+        self, api: httpx.AsyncClient, events: Any
+    ) -> None:
+        await events.listen("account.configured")
+        account = await _account(api, rate_per_second=3)
+
+        async def announced() -> list[dict[str, Any]]:
+            return [e for e in await events("account.configured") if e["account_id"] == account["account_id"]]
+
+        (event,) = await eventually(announced)
+        assert event["smtp"]["host"] == "smtp.example"
+        assert event["rate_per_second"] == 3 and event["active"] is True
+        assert "s3nh4-secreta" not in str(event)
+
+    async def test_a_name_in_use_is_a_conflict(self, api: httpx.AsyncClient) -> None:
+        account = await _account(api)
+        again = await api.post(
+            "/accounts", json={"name": account["name"], "transport": "smtp", "smtp": {"host": "h"}}
+        )
+        assert again.status_code == 409
+        assert "already exists" in again.json()["detail"]
+
+    @pytest.mark.parametrize(
+        ("body", "fields"),
+        [
+            ({"name": "x", "transport": "smtp"}, [""]),
+            ({"name": "x", "transport": "carrier-pigeon", "smtp": {"host": "h"}}, ["transport"]),
+            ({"name": "", "transport": "smtp", "smtp": {"host": "h", "port": 70000}}, ["name", "smtp.port"]),
+            ({"name": "x", "transport": "smtp", "smtp": {"host": "h"}, "colour": "blue"}, ["colour"]),
+        ],
+    )
+    async def test_invalid_bodies_name_the_fields_at_fault(
+        self, api: httpx.AsyncClient, body: dict[str, Any], fields: list[str]
+    ) -> None:
+        response = await api.post("/accounts", json=body)
+        assert response.status_code == 422
+        assert _fields(response) == fields
+
+    async def test_an_unknown_account_is_404(self, api: httpx.AsyncClient) -> None:
+        assert (await api.get("/accounts/987654321")).status_code == 404
+
+
+class TestSenderAddresses:
+    async def test_an_unknown_account_is_a_field_error(self, api: httpx.AsyncClient) -> None:
+        response = await api.post(
+            "/sender-addresses", json={"account_id": 987654321, "name": "x", "email": "a@b.org"}
+        )
+        assert response.status_code == 422
+        assert _fields(response) == ["account_id"]
+
+    async def test_an_address_in_use_is_a_conflict_whatever_its_case(self, api: httpx.AsyncClient) -> None:
+        account = await _account(api)
+        sender = await _sender(api, account["account_id"])
+        again = await api.post(
+            "/sender-addresses",
+            json={"account_id": account["account_id"], "name": "y", "email": sender["email"].upper()},
+        )
+        assert again.status_code == 409
+
+    async def test_an_invalid_address_is_refused(self, api: httpx.AsyncClient) -> None:
+        response = await api.post(
+            "/sender-addresses", json={"account_id": 1, "name": "x", "email": "not-an-address"}
+        )
+        assert response.status_code == 422
+        assert _fields(response) == ["email"]
+
+
+class TestCampaigns:
+    async def test_a_new_campaign_is_a_draft_with_its_groups_in_order(self, api: httpx.AsyncClient) -> None:
+        campaign = await _campaign(api, group_ids=[2, 1])
+        assert campaign["status"] == "draft"
+        assert campaign["group_ids"] == [2, 1]
+        assert (campaign["recipients"], campaign["remaining"], campaign["started_at"]) == (None, None, None)
+
+    @pytest.mark.parametrize(
+        ("overrides", "field", "message"),
+        [
+            ({"subject": "Olá {{ nome "}, "subject", "subject (line 1)"),
+            ({"html": "{% for x in y %}"}, "html", "html"),
+            ({"group_ids": [1, 404]}, "group_ids", "unknown group(s): 404"),
+            ({"group_ids": [1, 1]}, "", "repeats a group"),
+            ({"sender_address_id": 987654321}, "sender_address_id", "does not exist"),
+            ({"priority": 10}, "priority", "less than or equal to 9"),
+        ],
+    )
+    async def test_bad_campaigns_are_refused_with_the_reason(
+        self, api: httpx.AsyncClient, overrides: dict[str, Any], field: str, message: str
+    ) -> None:
+        account = await _account(api)
+        sender = await _sender(api, account["account_id"])
+        body = {
+            "name": "x",
+            "sender_address_id": sender["sender_address_id"],
+            "group_ids": [1],
+            "subject": "s",
+            "html": "<p>h</p>",
+        } | overrides
+        before = len((await api.get("/campaigns", params={"limit": 500})).json())
+        response = await api.post("/campaigns", json=body)
+        assert response.status_code == 422
+        assert _fields(response) == [field]
+        assert message in response.json()["detail"][0]["msg"]
+        assert len((await api.get("/campaigns", params={"limit": 500})).json()) == before
+
+    async def test_start_queues_the_campaign_and_announces_its_content(
+        self, api: httpx.AsyncClient, events: Any
+    ) -> None:
+        await events.listen("campaign.started")
+        campaign = await _campaign(api)
+        started = await api.post(f"/campaigns/{campaign['campaign_id']}/start")
+        assert started.status_code == 202
+        assert started.json()["status"] == "queued" and started.json()["started_at"]
+
+        async def announced() -> list[dict[str, Any]]:
+            return [
+                e for e in await events("campaign.started") if e["campaign_id"] == campaign["campaign_id"]
+            ]
+
+        (event,) = await eventually(announced)
+        assert (event["subject"], event["html"], event["group_ids"], event["priority"]) == (
+            "Olá {{ nome }}",
+            "<p>Olá {{ nome }}</p>",
+            [1, 2],
+            7,
+        )
+        assert event["sender"]["name"] == "Itaú Social"
+
+    async def test_illegal_status_changes_are_conflicts(self, api: httpx.AsyncClient) -> None:
+        campaign = await _campaign(api)
+        path = f"/campaigns/{campaign['campaign_id']}"
+        assert (await api.post(f"{path}/start")).status_code == 202
+        again = await api.post(f"{path}/start")
+        assert (again.status_code, again.json()["detail"]) == (409, "cannot start a campaign that is queued")
+        cancelled = await api.post(f"{path}/cancel")
+        assert (cancelled.status_code, cancelled.json()["status"]) == (200, "cancelled")
+        assert cancelled.json()["finished_at"]
+        assert (await api.post(f"{path}/cancel")).status_code == 409
+        assert (await api.post(f"{path}/start")).status_code == 409
+
+    async def test_an_inactive_account_cannot_start_a_campaign(self, api: httpx.AsyncClient) -> None:
+        account = await _account(api, active=False)
+        sender = await _sender(api, account["account_id"])
+        campaign = await api.post(
+            "/campaigns",
+            json={
+                "name": "x",
+                "sender_address_id": sender["sender_address_id"],
+                "group_ids": [1],
+                "subject": "s",
+                "html": "h",
+            },
+        )
+        response = await api.post(f"/campaigns/{campaign.json()['campaign_id']}/start")
+        assert response.status_code == 409
+        assert "inactive" in response.json()["detail"]
+        assert (await api.get(f"/campaigns/{campaign.json()['campaign_id']}")).json()["status"] == "draft"
+
+    async def test_unknown_campaigns_are_404(self, api: httpx.AsyncClient) -> None:
+        for response in (
+            await api.get("/campaigns/987654321"),
+            await api.post("/campaigns/987654321/start"),
+            await api.post("/campaigns/987654321/cancel"),
+            await api.get("/campaigns/987654321/results"),
+        ):
+            assert response.status_code == 404
+
+    async def test_results_start_empty(self, api: httpx.AsyncClient) -> None:
+        campaign = await _campaign(api)
+        results = await api.get(f"/campaigns/{campaign['campaign_id']}/results")
+        assert results.json() == {"items": [], "next_after": None}
+
+
+class TestGroups:
+    async def test_groups_are_created_in_audience(self, api: httpx.AsyncClient) -> None:
+        created = await api.post("/groups", json={"name": "Equipe", "members": []})
+        assert (created.status_code, created.json()["group_id"]) == (201, 9)
+        assert (await api.get("/groups/1")).json()["members"] == 3
+        assert (await api.get("/groups/77")).status_code == 404

@@ -1,0 +1,72 @@
+"""A recording mail transport: the fake at the sender's provider boundary."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from services.sender.transport import OutgoingMail, PermanentSendError, TransientSendError
+from shared.contracts import AccountConfigured
+
+PERMANENT_REPLY = "550 5.1.1 user unknown"
+TRANSIENT_REPLY = "451 4.7.1 try later"
+
+
+class RecordingTransport:
+    """A MailTransport that keeps what it sends and refuses the recipients its factory was told to."""
+
+    def __init__(self, config: AccountConfigured, factory: RecordingTransports) -> None:
+        self.config = config
+        self._factory = factory
+        self.sent: list[OutgoingMail] = []
+        self.closed = False
+
+    async def send(self, mail: OutgoingMail) -> str:
+        """Refuse as told, else keep the mail and answer a provider id."""
+        assert not self.closed, "send on a closed transport"
+        self._factory.attempts[mail.recipient] += 1
+        if mail.recipient in self._factory.permanent:
+            raise PermanentSendError(PERMANENT_REPLY)
+        if self._factory.transient[mail.recipient] > 0:
+            self._factory.transient[mail.recipient] -= 1
+            raise TransientSendError(TRANSIENT_REPLY)
+        self.sent.append(mail)
+        return f"fake-{self.config.account_id}-{mail.recipient}"
+
+    async def close(self) -> None:
+        """Remember that it was closed."""
+        self.closed = True
+
+
+class RecordingTransports:
+    """A TransportFactory handing out RecordingTransports, which refuse some recipients on request."""
+
+    def __init__(self) -> None:
+        self.made: list[RecordingTransport] = []
+        self.permanent: set[str] = set()
+        self.transient: Counter[str] = Counter()
+        self.attempts: Counter[str] = Counter()
+
+    def __call__(self, config: AccountConfigured) -> RecordingTransport:
+        transport = RecordingTransport(config, self)
+        self.made.append(transport)
+        return transport
+
+    def refuse_permanently(self, email: str) -> None:
+        """Every send to `email` fails with a 5xx."""
+        self.permanent.add(email)
+
+    def refuse_transiently(self, email: str, times: int = 1) -> None:
+        """The next `times` sends to `email` fail with a 4xx."""
+        self.transient[email] += times
+
+    def of(self, account_id: int) -> list[RecordingTransport]:
+        """The transports made for an account, oldest first."""
+        return [t for t in self.made if t.config.account_id == account_id]
+
+    def sent(self, account_id: int) -> list[OutgoingMail]:
+        """Every mail sent for an account, in order."""
+        return [mail for t in self.of(account_id) for mail in t.sent]
+
+    def sent_to(self, account_id: int) -> Counter[str]:
+        """How many mails each recipient got through the account."""
+        return Counter(mail.recipient for mail in self.sent(account_id))

@@ -1,0 +1,143 @@
+"""The contracts: every message round-trips as JSON, versions are enforced, names are unique."""
+
+from __future__ import annotations
+
+import inspect
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import ValidationError
+
+import shared.contracts as contracts
+from shared.contracts import events, headers, topology
+
+SENDER = events.SenderIdentity(name="Itaú Social", email="news@example.org")
+EXAMPLES: list[events.Message] = [
+    events.CampaignStarted(
+        campaign_id=1,
+        account_id=2,
+        sender=SENDER,
+        subject="Olá",
+        html="<p>x</p>",
+        group_ids=[3, 4],
+        priority=7,
+    ),
+    events.CampaignRecipientsResolved(
+        campaign_id=1, account_id=2, included=10, invalid=1, duplicate=2, suppressed=3, unsubscribed=4
+    ),
+    events.CampaignFailed(campaign_id=1, reason="group 3 not found"),
+    events.CampaignCancelled(campaign_id=1),
+    events.AccountConfigured(
+        account_id=2,
+        name="SES",
+        transport="smtp",
+        smtp=events.SmtpConnection(
+            host="smtp.example", port=587, security="starttls", password_encrypted="x"
+        ),
+        rate_per_second=10,
+        active=True,
+    ),
+    events.SendBatch(
+        campaign_id=1,
+        account_id=2,
+        recipients=[events.Recipient(recipient_id=1, email="a@b.c", fields={"k": "v"})],
+    ),
+    events.MessageSent(
+        campaign_id=1,
+        account_id=2,
+        recipient_id=1,
+        email="a@b.c",
+        provider_message_id="p",
+        sent_at=datetime.now(UTC),
+    ),
+    events.MessageFailed(campaign_id=1, account_id=2, recipient_id=1, email="a@b.c", reason="550"),
+    events.MessageSkipped(campaign_id=1, account_id=2, recipient_id=1, email="a@b.c", reason="cancelled"),
+    events.MessageOpened(campaign_id=1, recipient_id=1, opened_at=datetime.now(UTC)),
+]
+
+
+def _message_classes() -> set[type[events.Message]]:
+    return {
+        cls
+        for _, cls in inspect.getmembers(events, inspect.isclass)
+        if issubclass(cls, events.Message)
+        and cls.__module__ == events.__name__
+        and cls not in (events.Message, events.Event, events.DeliveryEvent)
+    }
+
+
+class TestMessages:
+    def test_every_message_class_has_an_example(self) -> None:
+        assert {type(m) for m in EXAMPLES} == _message_classes()
+
+    @pytest.mark.parametrize("message", EXAMPLES, ids=lambda m: type(m).__name__)
+    def test_round_trips_through_json(self, message: events.Message) -> None:
+        assert type(message).model_validate_json(message.model_dump_json()) == message
+
+    def test_an_unknown_schema_version_is_refused(self) -> None:
+        data = EXAMPLES[0].model_dump(mode="json") | {"schema_version": 2}
+        with pytest.raises(ValidationError):
+            events.CampaignStarted.model_validate(data)
+
+    def test_fields_added_by_a_newer_producer_are_ignored(self) -> None:
+        data = EXAMPLES[3].model_dump(mode="json") | {"added_later": True}
+        assert events.CampaignCancelled.model_validate(data) == EXAMPLES[3]
+
+    def test_events_are_immutable(self) -> None:
+        with pytest.raises(ValidationError):
+            EXAMPLES[2].reason = "changed"  # type: ignore[misc]
+
+    def test_each_event_has_a_distinct_routing_key(self) -> None:
+        keys = [cls.routing_key for cls in _message_classes() if issubclass(cls, events.Event)]
+        assert len(keys) == len(set(keys))
+        assert all(key.count(".") == 1 and key == key.lower() for key in keys)
+
+    def test_a_batch_needs_recipients(self) -> None:
+        with pytest.raises(ValidationError):
+            events.SendBatch(campaign_id=1, account_id=1, recipients=[])
+
+
+class TestExports:
+    def test_all_is_sorted_and_complete(self) -> None:
+        assert contracts.__all__ == sorted(contracts.__all__)
+        public = {name for name in dir(contracts) if not name.startswith("_")} - {"annotations"}
+        assert public == set(contracts.__all__)
+
+
+class TestTopology:
+    def test_queue_names_are_unique_and_follow_the_convention(self) -> None:
+        names = [q.name for q in topology.EVENT_QUEUES]
+        assert len(names) == len(set(names))
+        for queue in topology.EVENT_QUEUES:
+            consumer, routing_key = queue.name.split(".", 1)
+            assert consumer in {"campaign", "audience", "sender", "bounce", "tracking"}
+            assert routing_key == queue.routing_key
+
+    def test_every_event_queue_dead_letters(self) -> None:
+        for queue in topology.EVENT_QUEUES:
+            assert queue.arguments is not None
+            assert queue.arguments["x-dead-letter-exchange"] == topology.DEAD_LETTER.name
+
+    def test_account_queue_is_a_single_consumer_priority_queue(self) -> None:
+        queue = topology.account_queue(42)
+        assert queue.name == "sender.account.42"
+        assert queue.routing_key == topology.account_routing_key(42) == "account.42"
+        assert queue.arguments is not None
+        assert queue.arguments["x-max-priority"] == topology.MAX_PRIORITY
+        assert queue.arguments["x-single-active-consumer"] is True
+
+    def test_retry_delays_grow_then_repeat_the_last(self) -> None:
+        delays = [topology.retry_delay(attempt) for attempt in range(2, 8)]
+        assert delays[:3] == list(topology.RETRY_DELAYS_SECONDS)
+        assert delays[3:] == [topology.RETRY_DELAYS_SECONDS[-1]] * 3
+
+    def test_retry_queue_sends_back_through_the_default_exchange(self) -> None:
+        queue = topology.retry_queue(30)
+        assert queue.arguments is not None
+        assert queue.arguments["x-message-ttl"] == 30_000
+        assert queue.arguments["x-dead-letter-exchange"] == ""
+
+
+class TestHeaders:
+    def test_delivery_id_names_campaign_and_recipient(self) -> None:
+        assert headers.delivery_id(12, 345) == "12.345"
