@@ -47,7 +47,7 @@ class ReceivedMessage:
     def body(self, subtype: str) -> str:
         """The text of the `plain` or `html` part."""
         part = self.message.get_body(preferencelist=(subtype,))
-        return "" if part is None else str(part.get_content())  # type: ignore[attr-defined]
+        return "" if part is None else str(part.get_content())
 
     def summary(self) -> dict[str, Any]:
         """A JSON-friendly view."""
@@ -81,7 +81,7 @@ class SmtpSink:
             str(envelope.mail_from),
             tuple(envelope.rcpt_tos),
             parsed,
-            datetime.now(UTC),  # type: ignore[arg-type]
+            datetime.now(UTC),
         )
         with self._lock:
             self.messages.append(received)

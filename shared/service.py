@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -61,6 +61,8 @@ class Runtime:
 
 
 Hook = Callable[[Runtime], Awaitable[None]]
+BackgroundTask = Callable[[Runtime], Coroutine[Any, Any, None]]
+"""A coroutine function run as a task for the life of the service (`asyncio.create_task` needs a coroutine)."""
 
 
 def _runtime(request: Request) -> Runtime:
@@ -150,7 +152,7 @@ def create_service(
     tracer_provider: TracerProvider | None = None,
     on_broker_started: Hook | None = None,
     on_shutdown: Hook | None = None,
-    background: Sequence[Hook] = (),
+    background: Sequence[BackgroundTask] = (),
     state: dict[str, Any] | None = None,
 ) -> FastAPI:
     """Build a service app named `name` (also its database schema) from its parts."""
@@ -188,8 +190,8 @@ def create_service(
     app = FastAPI(title=title, lifespan=lifespan, version="1")
     app.state.runtime = runtime
     app.include_router(_probes(runtime))
-    for router in api:
-        app.include_router(router)
+    for api_router in api:
+        app.include_router(api_router)
     _error_handlers(app)
     instrument(app, provider)
     return app

@@ -38,7 +38,8 @@ def instrument(app: FastAPI, provider: TracerProvider) -> None:
     FastAPIInstrumentor.instrument_app(
         app, tracer_provider=provider, excluded_urls=",".join(sorted(PROBE_PATHS))
     )
-    instrumentor = AsyncPGInstrumentor()
+    # The package leaves `AsyncPGInstrumentor.__init__` unannotated.
+    instrumentor = AsyncPGInstrumentor()  # type: ignore[no-untyped-call]
     # The asyncpg instrumentation patches the driver process-wide, so only the first provider counts.
     if not instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.instrument(tracer_provider=provider)

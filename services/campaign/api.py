@@ -4,6 +4,7 @@ and their results. Every body is validated (422 names the fields at fault), unkn
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, status
@@ -176,7 +177,7 @@ async def get_group(group_id: int, runtime: RuntimeDep) -> JSONResponse:
 
 
 def _check_templates(body: CampaignIn) -> None:
-    checks = [
+    checks: list[tuple[str, Callable[[], object]]] = [
         ("subject", lambda: compile_plain(body.subject, "subject")),
         ("html", lambda: compile_html(body.html)),
     ]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from opentelemetry.trace import SpanKind, Tracer
+
 from services.sender import repository as sender_repo
 from services.sender.accounts import SendingAccount, SendingAccounts
 from services.sender.message import CompiledCampaign, build
@@ -94,7 +96,12 @@ async def _deliver(
         return
     await account.bucket.acquire()
     try:
-        provider_message_id = await account.transport.send(mail)
+        with _tracer(runtime).start_as_current_span(
+            f"{account.config.transport} send",
+            kind=SpanKind.CLIENT,
+            attributes={"mailer.account_id": batch.account_id, "mailer.delivery": mail.message_id},
+        ):
+            provider_message_id = await account.transport.send(mail)
     except PermanentSendError as exc:
         await _finish(runtime, batch, recipient, "failed", reason=exc.reason)
     except TransientSendError as exc:
@@ -103,6 +110,10 @@ async def _deliver(
         raise RetryLater(exc.reason) from exc
     else:
         await _finish(runtime, batch, recipient, "sent", provider_message_id=provider_message_id)
+
+
+def _tracer(runtime: Runtime) -> Tracer:
+    return runtime.tracer_provider.get_tracer("mailer.sender")
 
 
 async def _finish(

@@ -13,9 +13,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from faststream.rabbit import ExchangeType, RabbitExchange, RabbitQueue
 
 from shared.contracts import events
+
+if TYPE_CHECKING:
+    from faststream.rabbit.schemas.queue import ClassicQueueArgs
 
 EVENTS = RabbitExchange("mailer.events", type=ExchangeType.TOPIC)
 SEND = RabbitExchange("mailer.send", type=ExchangeType.DIRECT)
@@ -27,7 +32,7 @@ RETRY_DELAYS_SECONDS = (5, 30, 300)
 # Priorities of SendBatch messages: campaign priority 0..9 maps onto them as is.
 MAX_PRIORITY = 9
 
-_DEAD_LETTERED = {"x-dead-letter-exchange": DEAD_LETTER.name}
+_DEAD_LETTERED: ClassicQueueArgs = {"x-dead-letter-exchange": DEAD_LETTER.name}
 
 
 def retry_exchange(delay_seconds: int) -> RabbitExchange:
