@@ -177,14 +177,19 @@ def create_service(
         try:
             yield
         finally:
-            if on_shutdown is not None:
-                await on_shutdown(runtime)
+            # Background work first (it may be starting consumers), then the service's own
+            # resources, then the broker: a shutdown half-way through a start must still finish.
             for task in tasks:
                 task.cancel()
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            await broker.stop()
+            if on_shutdown is not None:
+                await on_shutdown(runtime)
+            try:
+                await broker.stop()
+            except Exception:
+                log.warning("broker did not stop cleanly", exc_info=True)
             await runtime.pool.close()
 
     app = FastAPI(title=title, lifespan=lifespan, version="1")

@@ -93,7 +93,13 @@ class SendingAccounts:
         if account is None:
             return
         if account.subscriber is not None:
-            await account.subscriber.stop()
+            try:
+                await account.subscriber.stop()
+            except Exception:
+                # Its channel is already gone (broker restart, shutdown during a start): so is the consumer.
+                log.warning(
+                    "account consumer did not stop cleanly", extra={"account_id": account_id}, exc_info=True
+                )
         await account.transport.close()
 
     async def close(self) -> None:
