@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import httpx
 from fastapi import FastAPI
+from faststream import BaseMiddleware
+from faststream.message import StreamMessage
 
 from shared.service import Runtime
 
@@ -42,3 +46,42 @@ async def eventually(check: Callable[[], Awaitable[T]], within: float = 20.0, in
         if time.monotonic() > deadline:
             raise failure
         await asyncio.sleep(interval)
+
+
+def unique_id() -> int:
+    """An id no other test of this run uses (the database is shared by the run; fits integer)."""
+    return random.randint(10**8, 2**31 - 1)
+
+
+@dataclass
+class Handled:
+    """Message ids the service's handlers finished with: None for success, else the error."""
+
+    outcomes: dict[str, list[str | None]] = field(default_factory=dict)
+
+    def middleware(self) -> type[BaseMiddleware]:
+        """A broker middleware (innermost, so it sees the handler's own error) that records."""
+        handled = self
+
+        class Record(BaseMiddleware):
+            async def consume_scope(
+                self, call_next: Callable[[StreamMessage[Any]], Any], msg: StreamMessage[Any]
+            ) -> Any:
+                try:
+                    result = await call_next(msg)
+                except Exception as exc:
+                    handled.outcomes.setdefault(msg.message_id, []).append(repr(exc))
+                    raise
+                handled.outcomes.setdefault(msg.message_id, []).append(None)
+                return result
+
+        return Record
+
+    async def wait_for(self, message_id: str, times: int = 1, within: float = 20.0) -> list[str | None]:
+        """The outcomes of a message once it was handled `times` times."""
+
+        async def done() -> bool:
+            return len(self.outcomes.get(message_id, [])) >= times
+
+        await eventually(done, within)
+        return self.outcomes[message_id]

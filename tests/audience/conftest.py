@@ -10,8 +10,8 @@ import pytest
 
 from services.audience.app import create_app
 from services.audience.settings import AudienceSettings
-from tests.audience.support import BATCH_SIZE, MAX_MEMBERS, Audience, Handled
-from tests.support import running
+from tests.audience.support import BATCH_SIZE, MAX_MEMBERS, Audience
+from tests.support import Handled, running
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ import pytest
 from services.audience.repository import ResolutionRepository
 from shared.broker import declare_account_queue
 from shared.contracts import SendBatch, topology
-from tests.audience.support import BATCH_SIZE, Audience, collect, take, unique_id, waiting
+from tests.audience.support import BATCH_SIZE, Audience, collect, take, waiting
+from tests.support import unique_id
 
 pytestmark = pytest.mark.connected
 

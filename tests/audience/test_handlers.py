@@ -19,17 +19,8 @@ from shared.contracts import (
     headers,
     topology,
 )
-from tests.audience.support import (
-    BATCH_SIZE,
-    Audience,
-    about,
-    collect,
-    listen_to_events,
-    take,
-    unique_id,
-    waiting,
-)
-from tests.support import eventually
+from tests.audience.support import BATCH_SIZE, Audience, about, collect, listen_to_events, take, waiting
+from tests.support import eventually, unique_id
 
 pytestmark = pytest.mark.connected
 

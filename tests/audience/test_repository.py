@@ -13,8 +13,7 @@ from services.audience.repository import GroupRepository, ResolutionRepository
 from shared import db
 from shared.contracts import Recipient
 from shared.errors import NotFound
-from tests.audience.support import unique_id
-from tests.support import eventually
+from tests.support import eventually, unique_id
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import pytest
 
 from services.bounce.app import create_app
 from services.bounce.settings import BounceSettings
-from tests.bounce.support import Bounce, Handled
-from tests.support import running
+from tests.bounce.support import Bounce
+from tests.support import Handled, running
 
 
 @pytest.fixture(scope="module")

@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from fastapi import FastAPI
-from faststream import BaseMiddleware
-from faststream.message import StreamMessage
 
 from shared.contracts import MessageSent, topology, utc_now
 from shared.service import Runtime
-from tests.support import eventually
-
-
-def unique_id() -> int:
-    """An id no other test of this run uses (fits PostgreSQL integer)."""
-    return random.randint(10**8, 2**31 - 1)
+from tests.support import Handled, unique_id
 
 
 def sent(**overrides: Any) -> MessageSent:
@@ -34,40 +26,6 @@ def sent(**overrides: Any) -> MessageSent:
         "sent_at": utc_now(),
     }
     return MessageSent(**(values | overrides))
-
-
-@dataclass
-class Handled:
-    """Message ids the service's handlers finished with: None for success, else the error."""
-
-    outcomes: dict[str, list[str | None]] = field(default_factory=dict)
-
-    def middleware(self) -> type[BaseMiddleware]:
-        """A broker middleware (innermost, so it sees the handler's own error) that records."""
-        handled = self
-
-        class Record(BaseMiddleware):
-            async def consume_scope(
-                self, call_next: Callable[[StreamMessage[Any]], Any], msg: StreamMessage[Any]
-            ) -> Any:
-                try:
-                    result = await call_next(msg)
-                except Exception as exc:
-                    handled.outcomes.setdefault(msg.message_id, []).append(repr(exc))
-                    raise
-                handled.outcomes.setdefault(msg.message_id, []).append(None)
-                return result
-
-        return Record
-
-    async def wait_for(self, message_id: str, times: int = 1, within: float = 20.0) -> list[str | None]:
-        """The outcomes of a message once it was handled `times` times."""
-
-        async def done() -> bool:
-            return len(self.outcomes.get(message_id, [])) >= times
-
-        await eventually(done, within)
-        return self.outcomes[message_id]
 
 
 @dataclass
