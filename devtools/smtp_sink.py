@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import uvicorn
 from aiosmtpd.controller import Controller
@@ -110,6 +111,10 @@ class SmtpSink:
         return Counter(r for m in self.received() for r in m.recipients)
 
 
+# Dates on screen are Brazilian local time; stored and served as UTC.
+_SHOWN_IN = ZoneInfo("America/Sao_Paulo")
+
+
 def web_app(sink: SmtpSink) -> Starlette:
     """The page that shows what the sink received."""
 
@@ -118,7 +123,7 @@ def web_app(sink: SmtpSink) -> Starlette:
 
     async def index(_: Request) -> HTMLResponse:
         rows = "".join(
-            f"<tr><td>{m.received_at:%d/%m/%Y %H:%M:%S}</td><td>{html.escape(', '.join(m.recipients))}</td>"
+            f"<tr><td>{m.received_at.astimezone(_SHOWN_IN):%d/%m/%Y %H:%M:%S}</td><td>{html.escape(', '.join(m.recipients))}</td>"
             f"<td>{html.escape(str(m.message['Subject']))}</td>"
             f'<td><details><summary>ver</summary><iframe sandbox srcdoc="{html.escape(m.body("html"))}"'
             f' style="width:100%;height:300px;border:1px solid #ccc"></iframe></details></td></tr>'
@@ -129,7 +134,7 @@ def web_app(sink: SmtpSink) -> Starlette:
             "<style>body{font-family:sans-serif;margin:2rem}table{border-collapse:collapse;width:100%}"
             "td,th{border-bottom:1px solid #ddd;padding:.4rem;text-align:left;vertical-align:top}</style>"
             f"<h1>Caixa de saída local</h1><p>{len(sink.received())} mensagem(ns) recebida(s).</p>"
-            f"<table><tr><th>Recebida em (UTC)</th><th>Para</th><th>Assunto</th><th>Conteúdo</th></tr>{rows}</table>"
+            f"<table><tr><th>Recebida em</th><th>Para</th><th>Assunto</th><th>Conteúdo</th></tr>{rows}</table>"
         )
         return HTMLResponse(page)
 
