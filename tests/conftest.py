@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import asyncpg
 import pytest
 
+from devtools.smtp_sink import SmtpSink
 from services.migrate import MIGRATIONS
 from shared import db
 from shared.settings import ServiceSettings
@@ -96,3 +97,11 @@ async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     finally:
         await transaction.rollback()
         await connection.close()
+
+
+@pytest.fixture
+def sink() -> Iterator[SmtpSink]:
+    """A local SMTP server that keeps what it receives."""
+    smtp = SmtpSink().start()
+    yield smtp
+    smtp.stop()

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import aiosmtplib
 import httpx
-import pytest
 
 from devtools.smtp_sink import SmtpSink, web_app
-
-
-@pytest.fixture
-def sink() -> Iterator[SmtpSink]:
-    smtp = SmtpSink().start()
-    yield smtp
-    smtp.stop()
 
 
 class TestSmtpSink:

@@ -7,16 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from devtools.smtp_sink import SmtpSink, free_port
+from devtools.smtp_sink import free_port
 from devtools.stack import SERVICES, Stack
-
-
-@pytest.fixture
-def sink() -> Iterator[SmtpSink]:
-    """A local SMTP server that keeps what it receives."""
-    smtp = SmtpSink().start()
-    yield smtp
-    smtp.stop()
 
 
 @pytest.fixture

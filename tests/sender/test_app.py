@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -17,13 +17,6 @@ from tests.sender.fakes import RecordingTransports
 from tests.support import eventually, running
 
 pytestmark = pytest.mark.connected
-
-
-@pytest.fixture
-def sink() -> Iterator[SmtpSink]:
-    smtp = SmtpSink().start()
-    yield smtp
-    smtp.stop()
 
 
 @pytest.fixture
