@@ -28,7 +28,8 @@ async def open_pixel(token: str, runtime: RuntimeDep) -> Response:
     """The open pixel: records the open, answers a 1x1 GIF that is never cached."""
     signer: LinkSigner = runtime.state["signer"]
     values = signer.verify("open", token)
-    if values is None or len(values) != 2 or not all(v.isdigit() for v in values):
+    # isascii too: str.isdigit accepts digits such as "²" that int() refuses.
+    if values is None or len(values) != 2 or not all(v.isascii() and v.isdigit() for v in values):
         return PlainTextResponse("Not found", status_code=404)
     event = MessageOpened(campaign_id=int(values[0]), recipient_id=int(values[1]), opened_at=utc_now())
     try:

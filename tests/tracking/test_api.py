@@ -144,6 +144,7 @@ class TestOpenPixel:
             pytest.param(lambda c, r: LinkSigner(CURRENT_KEY).sign("open", c, r, 1), id="three-values"),
             pytest.param(lambda c, r: LinkSigner(CURRENT_KEY).sign("open", c, "ana"), id="not-a-number"),
             pytest.param(lambda c, r: LinkSigner(CURRENT_KEY).sign("open", -c, r), id="negative"),
+            pytest.param(lambda c, r: LinkSigner(CURRENT_KEY).sign("open", c, "²"), id="unicode-digit"),
             pytest.param(lambda c, r: "garbage", id="garbage"),
             pytest.param(lambda c, r: "a.b.c", id="dots"),
             pytest.param(lambda c, r: "%C3%A9t%C3%A9.%00", id="non-ascii"),
