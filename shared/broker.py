@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from shared.contracts import headers, topology
+from shared.contracts.events import Event
 from shared.errors import PermanentFailure
 from shared.settings import ServiceSettings
 
@@ -137,6 +138,18 @@ def make_broker(
         ),
         logger=logging.getLogger(f"mailer.{settings.SERVICE_NAME}.broker"),
         graceful_timeout=20.0,
+    )
+
+
+async def publish_event(broker: RabbitBroker, event: Event) -> None:
+    """Publish an event now, bypassing the outbox (for work with no transaction to join):
+    persistent, confirmed by the broker, with its event id as message id."""
+    await broker.publish(
+        event,
+        exchange=topology.EVENTS.name,
+        routing_key=event.routing_key,
+        message_id=str(event.event_id),
+        persist=True,
     )
 
 

@@ -10,7 +10,8 @@ import logging
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse, Response
 
-from shared.contracts import MessageOpened, topology, utc_now
+from shared.broker import publish_event
+from shared.contracts import MessageOpened, utc_now
 from shared.links import LinkSigner
 from shared.service import RuntimeDep
 
@@ -33,13 +34,7 @@ async def open_pixel(token: str, runtime: RuntimeDep) -> Response:
         return PlainTextResponse("Not found", status_code=404)
     event = MessageOpened(campaign_id=int(values[0]), recipient_id=int(values[1]), opened_at=utc_now())
     try:
-        await runtime.broker.publish(
-            event,
-            exchange=topology.EVENTS.name,
-            routing_key=event.routing_key,
-            message_id=str(event.event_id),
-            persist=True,
-        )
+        await publish_event(runtime.broker, event)
     except Exception:
         # An open is not worth a broken image in the reader's mail client.
         log.warning("open could not be published", exc_info=True)

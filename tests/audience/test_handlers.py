@@ -9,7 +9,7 @@ import uuid
 import aio_pika
 import pytest
 
-from shared.broker import declare_account_queue
+from shared.broker import declare_account_queue, publish_event
 from shared.contracts import (
     CampaignFailed,
     CampaignRecipientsResolved,
@@ -40,13 +40,7 @@ def _started(account_id: int, group_ids: list[int], priority: int = 0) -> Campai
 
 
 async def _publish(audience: Audience, event: CampaignStarted) -> None:
-    await audience.runtime.broker.publish(
-        event,
-        exchange=topology.EVENTS.name,
-        routing_key=event.routing_key,
-        message_id=str(event.event_id),
-        persist=True,
-    )
+    await publish_event(audience.runtime.broker, event)
 
 
 async def _account_queue(audience: Audience, channel: Channel, account_id: int) -> aio_pika.abc.AbstractQueue:

@@ -9,7 +9,8 @@ from typing import Any
 import asyncpg
 from fastapi import FastAPI
 
-from shared.contracts import MessageSent, topology, utc_now
+from shared.broker import publish_event
+from shared.contracts import MessageSent, utc_now
 from shared.service import Runtime
 from tests.support import Handled, unique_id
 
@@ -42,13 +43,7 @@ class Bounce:
 
     async def publish(self, event: MessageSent) -> None:
         """Publish the event to the events exchange as the sender's outbox does."""
-        await self.runtime.broker.publish(
-            event,
-            exchange=topology.EVENTS.name,
-            routing_key=event.routing_key,
-            message_id=str(event.event_id),
-            persist=True,
-        )
+        await publish_event(self.runtime.broker, event)
 
     async def rows(self, provider_message_id: str) -> list[asyncpg.Record]:
         """The rows of bounce.sent_messages under this provider id."""

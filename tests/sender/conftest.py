@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from services.sender.accounts import SendingAccount, SendingAccounts
 from services.sender.app import create_app
 from services.sender.settings import SenderSettings
+from shared.broker import publish_event
 from shared.contracts import (
     AccountConfigured,
     CampaignCancelled,
@@ -64,9 +65,7 @@ class RunningSender:
 
     async def publish(self, event: Event) -> None:
         """Publish an event to the events exchange, as its producer would."""
-        await self.runtime.broker.publish(
-            event, exchange=topology.EVENTS.name, routing_key=event.routing_key, persist=True
-        )
+        await publish_event(self.runtime.broker, event)
 
     async def publish_batch(self, batch: SendBatch) -> None:
         """Publish a SendBatch to its account's queue, as audience would."""
