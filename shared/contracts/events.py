@@ -8,7 +8,7 @@ its routing key once, as a ClassVar; `topology` builds the queues from it.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import ClassVar, Literal
 from uuid import UUID, uuid4
 
@@ -46,8 +46,25 @@ class SenderIdentity(BaseModel):
     reply_to: EmailStr | None = None
 
 
+class AttachmentRef(BaseModel):
+    """A file of the file store sent with a campaign: attached, or inline (an image the HTML
+    shows through `cid:<content_id>`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str = Field(min_length=1)
+    filename: str = Field(min_length=1)
+    content_type: str = "application/octet-stream"
+    inline: bool = False
+    content_id: str | None = None
+
+
 class CampaignStarted(Event):
-    """A campaign was started: audience resolves its groups, sender keeps its content."""
+    """A campaign was started: audience resolves its groups, sender keeps its content.
+
+    `tracking`: "full" (opens and clicks per recipient), "anonymous" (counted, no recipient
+    identity in the links) or "off" (no pixel, links left as written).
+    """
 
     routing_key: ClassVar[str] = "campaign.started"
 
@@ -59,6 +76,8 @@ class CampaignStarted(Event):
     text: str | None = None
     group_ids: list[int]
     priority: int = Field(ge=0, le=9)
+    attachments: list[AttachmentRef] = Field(default_factory=list)
+    tracking: Literal["full", "anonymous", "off"] = "full"
 
 
 class CampaignRecipientsResolved(Event):
@@ -92,6 +111,22 @@ class CampaignCancelled(Event):
     campaign_id: int
 
 
+class CampaignPaused(Event):
+    """An operator paused a campaign: nothing more is sent for it until it is resumed."""
+
+    routing_key: ClassVar[str] = "campaign.paused"
+
+    campaign_id: int
+
+
+class CampaignResumed(Event):
+    """A paused campaign goes on where it stopped."""
+
+    routing_key: ClassVar[str] = "campaign.resumed"
+
+    campaign_id: int
+
+
 class SmtpConnection(BaseModel):
     """How to reach an SMTP server; the password travels and rests Fernet-encrypted only."""
 
@@ -115,8 +150,24 @@ class SesConnection(BaseModel):
     endpoint_url: str | None = None
 
 
+class Warmup(BaseModel):
+    """The warm-up ramp of a new account: `start_per_day` messages on `started_on`, multiplied
+    by `growth_per_day` each following day, until the account's own daily quota is reached."""
+
+    model_config = ConfigDict(frozen=True)
+
+    started_on: date
+    start_per_day: int = Field(ge=1)
+    growth_per_day: float = Field(default=1.5, gt=1)
+
+
 class AccountConfigured(Event):
-    """A sending account was created or changed; senders (re)configure its consumer."""
+    """A sending account was created or changed; senders (re)configure its consumer.
+
+    `daily_quota`: messages per sliding 24 hours (None: no limit of ours; SES accounts also
+    honour the provider's Max24HourSend when `use_provider_limits`). `max_connections`: SMTP
+    connections (and sends in flight) of the account.
+    """
 
     routing_key: ClassVar[str] = "account.configured"
 
@@ -127,6 +178,43 @@ class AccountConfigured(Event):
     ses: SesConnection | None = None
     rate_per_second: float = Field(gt=0)
     active: bool
+    daily_quota: int | None = Field(default=None, ge=1)
+    warmup: Warmup | None = None
+    use_provider_limits: bool = True
+    max_connections: int = Field(default=3, ge=1, le=50)
+
+
+class AccountPaused(Event):
+    """Sending for an account stops before its next message (bounce brake, an authentication
+    refusal seen by the sender, or an operator). `until`: when it may resume by itself."""
+
+    routing_key: ClassVar[str] = "account.paused"
+
+    account_id: int
+    reason: str
+    source: Literal["bounce", "sender", "operator"]
+    until: datetime | None = None
+
+
+class AccountResumed(Event):
+    """A paused account sends again, highest priority first."""
+
+    routing_key: ClassVar[str] = "account.resumed"
+
+    account_id: int
+    reason: str
+    source: Literal["bounce", "sender", "operator"]
+
+
+class AccountHeld(Event):
+    """An account waits without failing anything: its 24-hour quota or warm-up limit is
+    reached, or the provider throttles it; it goes on by itself at `until`."""
+
+    routing_key: ClassVar[str] = "account.held"
+
+    account_id: int
+    reason: Literal["quota", "warmup", "throttled"]
+    until: datetime
 
 
 class Recipient(BaseModel):
@@ -183,6 +271,15 @@ class MessageSkipped(DeliveryEvent):
     reason: str
 
 
+class MessageIndeterminate(DeliveryEvent):
+    """The sender died during this message's SMTP transaction: it may or may not have left.
+    It is not sent again (unless the sender is set to resend), and reported as such."""
+
+    routing_key: ClassVar[str] = "message.indeterminate"
+
+    reason: str
+
+
 class MessageOpened(Event):
     """A recipient's mail client loaded the open pixel."""
 
@@ -191,3 +288,36 @@ class MessageOpened(Event):
     campaign_id: int
     recipient_id: int
     opened_at: datetime
+
+
+class AddressSuppressed(Event):
+    """An address must not receive mail from any account (permanent bounce, complaint, repeated
+    soft bounces, or an admin)."""
+
+    routing_key: ClassVar[str] = "address.suppressed"
+
+    email: str
+    reason: Literal["bounce", "complaint", "soft_bounce", "manual"]
+    diagnostic: str = ""
+    account_id: int | None = None
+    campaign_id: int | None = None
+
+
+class AddressUnsuppressed(Event):
+    """An admin removed an address from the suppression list."""
+
+    routing_key: ClassVar[str] = "address.unsuppressed"
+
+    email: str
+
+
+class RecipientUnsubscribed(Event):
+    """A recipient left one campaign (`scope` "campaign") or every future campaign ("all")."""
+
+    routing_key: ClassVar[str] = "recipient.unsubscribed"
+
+    email: str
+    scope: Literal["campaign", "all"]
+    campaign_id: int | None = None
+    recipient_id: int | None = None
+    reason: str = ""

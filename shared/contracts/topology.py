@@ -65,15 +65,27 @@ def _event_queue(consumer: str, event: type[events.Event]) -> RabbitQueue:
 
 AUDIENCE_CAMPAIGN_STARTED = _event_queue("audience", events.CampaignStarted)
 
+AUDIENCE_ADDRESS_SUPPRESSED = _event_queue("audience", events.AddressSuppressed)
+AUDIENCE_ADDRESS_UNSUPPRESSED = _event_queue("audience", events.AddressUnsuppressed)
+AUDIENCE_RECIPIENT_UNSUBSCRIBED = _event_queue("audience", events.RecipientUnsubscribed)
+
 SENDER_CAMPAIGN_STARTED = _event_queue("sender", events.CampaignStarted)
 SENDER_CAMPAIGN_CANCELLED = _event_queue("sender", events.CampaignCancelled)
+SENDER_CAMPAIGN_PAUSED = _event_queue("sender", events.CampaignPaused)
+SENDER_CAMPAIGN_RESUMED = _event_queue("sender", events.CampaignResumed)
 SENDER_ACCOUNT_CONFIGURED = _event_queue("sender", events.AccountConfigured)
+SENDER_ACCOUNT_PAUSED = _event_queue("sender", events.AccountPaused)
+SENDER_ACCOUNT_RESUMED = _event_queue("sender", events.AccountResumed)
+SENDER_ADDRESS_SUPPRESSED = _event_queue("sender", events.AddressSuppressed)
+SENDER_ADDRESS_UNSUPPRESSED = _event_queue("sender", events.AddressUnsuppressed)
+SENDER_RECIPIENT_UNSUBSCRIBED = _event_queue("sender", events.RecipientUnsubscribed)
 
 CAMPAIGN_RECIPIENTS_RESOLVED = _event_queue("campaign", events.CampaignRecipientsResolved)
 CAMPAIGN_CAMPAIGN_FAILED = _event_queue("campaign", events.CampaignFailed)
 CAMPAIGN_MESSAGE_SENT = _event_queue("campaign", events.MessageSent)
 CAMPAIGN_MESSAGE_FAILED = _event_queue("campaign", events.MessageFailed)
 CAMPAIGN_MESSAGE_SKIPPED = _event_queue("campaign", events.MessageSkipped)
+CAMPAIGN_MESSAGE_INDETERMINATE = _event_queue("campaign", events.MessageIndeterminate)
 CAMPAIGN_MESSAGE_OPENED = _event_queue("campaign", events.MessageOpened)
 
 BOUNCE_MESSAGE_SENT = _event_queue("bounce", events.MessageSent)
@@ -81,14 +93,25 @@ BOUNCE_MESSAGE_SENT = _event_queue("bounce", events.MessageSent)
 # Declared by every service at start, so an event published before its consumer ever ran waits.
 EVENT_QUEUES = (
     AUDIENCE_CAMPAIGN_STARTED,
+    AUDIENCE_ADDRESS_SUPPRESSED,
+    AUDIENCE_ADDRESS_UNSUPPRESSED,
+    AUDIENCE_RECIPIENT_UNSUBSCRIBED,
     SENDER_CAMPAIGN_STARTED,
     SENDER_CAMPAIGN_CANCELLED,
+    SENDER_CAMPAIGN_PAUSED,
+    SENDER_CAMPAIGN_RESUMED,
     SENDER_ACCOUNT_CONFIGURED,
+    SENDER_ACCOUNT_PAUSED,
+    SENDER_ACCOUNT_RESUMED,
+    SENDER_ADDRESS_SUPPRESSED,
+    SENDER_ADDRESS_UNSUPPRESSED,
+    SENDER_RECIPIENT_UNSUBSCRIBED,
     CAMPAIGN_RECIPIENTS_RESOLVED,
     CAMPAIGN_CAMPAIGN_FAILED,
     CAMPAIGN_MESSAGE_SENT,
     CAMPAIGN_MESSAGE_FAILED,
     CAMPAIGN_MESSAGE_SKIPPED,
+    CAMPAIGN_MESSAGE_INDETERMINATE,
     CAMPAIGN_MESSAGE_OPENED,
     BOUNCE_MESSAGE_SENT,
 )
@@ -109,4 +132,21 @@ def account_queue(account_id: int) -> RabbitQueue:
             "x-max-priority": MAX_PRIORITY,
             "x-single-active-consumer": True,
         },
+    )
+
+
+# What every sender replica must apply at once (not only the one that takes the durable queue's
+# message): an account configured, paused or resumed; a campaign paused, resumed or cancelled.
+SENDER_CONTROL_PATTERNS = ("account.*", "campaign.*")
+
+
+def sender_control_queue(instance: str, pattern: str) -> RabbitQueue:
+    """A sender replica's own queue of control events matching `pattern`: exclusive and gone
+    with the replica, which reloads the state from its database when it starts again."""
+    return RabbitQueue(
+        f"sender.control.{instance}.{pattern.split('.', 1)[0]}",
+        routing_key=pattern,
+        durable=False,
+        exclusive=True,
+        auto_delete=True,
     )

@@ -36,6 +36,8 @@ EXAMPLES: list[events.Message] = [
         ),
         rate_per_second=10,
         active=True,
+        daily_quota=50_000,
+        warmup=events.Warmup(started_on=datetime.now(UTC).date(), start_per_day=200),
     ),
     events.SendBatch(
         campaign_id=1,
@@ -53,6 +55,17 @@ EXAMPLES: list[events.Message] = [
     events.MessageFailed(campaign_id=1, account_id=2, recipient_id=1, email="a@b.c", reason="550"),
     events.MessageSkipped(campaign_id=1, account_id=2, recipient_id=1, email="a@b.c", reason="cancelled"),
     events.MessageOpened(campaign_id=1, recipient_id=1, opened_at=datetime.now(UTC)),
+    events.MessageIndeterminate(
+        campaign_id=1, account_id=2, recipient_id=1, email="a@b.c", reason="sender died mid-send"
+    ),
+    events.CampaignPaused(campaign_id=1),
+    events.CampaignResumed(campaign_id=1),
+    events.AccountPaused(account_id=2, reason="bounce rate 5.2%", source="bounce", until=datetime.now(UTC)),
+    events.AccountResumed(account_id=2, reason="pause over", source="bounce"),
+    events.AccountHeld(account_id=2, reason="quota", until=datetime.now(UTC)),
+    events.AddressSuppressed(email="a@b.c", reason="bounce", diagnostic="550 5.1.1", account_id=2),
+    events.AddressUnsuppressed(email="a@b.c"),
+    events.RecipientUnsubscribed(email="a@b.c", scope="all", campaign_id=1, recipient_id=1),
 ]
 
 
@@ -141,3 +154,26 @@ class TestTopology:
 class TestHeaders:
     def test_delivery_id_names_campaign_and_recipient(self) -> None:
         assert headers.delivery_id(12, 345) == "12.345"
+
+
+class TestSenderControl:
+    def test_each_replica_gets_its_own_transient_queue_per_pattern(self) -> None:
+        queues = [
+            topology.sender_control_queue(instance, pattern)
+            for instance in ("a", "b")
+            for pattern in topology.SENDER_CONTROL_PATTERNS
+        ]
+        assert len({q.name for q in queues}) == len(queues)
+        assert all(q.exclusive and q.auto_delete and not q.durable for q in queues)
+
+    def test_patterns_cover_every_account_and_campaign_control_event(self) -> None:
+        control = [
+            events.AccountConfigured,
+            events.AccountPaused,
+            events.AccountResumed,
+            events.CampaignPaused,
+            events.CampaignResumed,
+            events.CampaignCancelled,
+        ]
+        prefixes = {pattern.removesuffix(".*") for pattern in topology.SENDER_CONTROL_PATTERNS}
+        assert all(event.routing_key.split(".")[0] in prefixes for event in control)
