@@ -8,7 +8,7 @@ text); subject and text are not HTML. An undefined variable is an error, never a
 
 from __future__ import annotations
 
-from jinja2 import StrictUndefined, Template, TemplateError
+from jinja2 import StrictUndefined, Template, TemplateError, meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from shared.contracts.events import Recipient
@@ -38,6 +38,25 @@ def compile_html(source: str) -> Template:
 def compile_plain(source: str, what: str) -> Template:
     """Compile a subject or text body; raises TemplateProblem naming `what`."""
     return _compile(_plain, source, what)
+
+
+# What every recipient has, whatever its group: the rest are the group's custom fields.
+BUILT_IN_VARIABLES = frozenset({"nome", "name", "email"})
+
+
+def referenced_variables(*sources: str) -> set[str]:
+    """The variables the templates read (syntax errors raise TemplateProblem).
+
+    Audience compares them with the columns of a campaign's groups before anything is queued:
+    a field no group has fails the campaign at start, not every recipient at send time.
+    """
+    found: set[str] = set()
+    for source in sources:
+        try:
+            found |= meta.find_undeclared_variables(_plain.parse(source))
+        except TemplateError as exc:
+            raise TemplateProblem(f"{exc.message or exc}") from exc
+    return found
 
 
 def variables(recipient: Recipient) -> dict[str, str]:

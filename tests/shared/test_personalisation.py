@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.contracts import Recipient
-from shared.personalisation import TemplateProblem, compile_html, compile_plain, render
+from shared.personalisation import TemplateProblem, compile_html, compile_plain, referenced_variables, render
 
 ANA = Recipient(recipient_id=1, email="ana@example.com", name="Ana <Souza>", fields={"cidade": "Recife"})
 
@@ -32,3 +32,18 @@ class TestCompile:
     def test_a_syntax_error_names_the_part_and_line(self) -> None:
         with pytest.raises(TemplateProblem, match=r"html \(line 2\)"):
             compile_html("<p>ok</p>\n{% if nome %}")
+
+
+class TestReferencedVariables:
+    def test_lists_what_the_templates_read_across_sources(self) -> None:
+        found = referenced_variables("Olá {{ nome }}", "<p>{{ curso }} em {{ cidade|upper }}</p>")
+        assert found == {"nome", "curso", "cidade"}
+
+    def test_variables_set_inside_the_template_are_not_reported(self) -> None:
+        assert referenced_variables("{% set x = 1 %}{{ x }}{% for i in itens %}{{ i }}{% endfor %}") == {
+            "itens"
+        }
+
+    def test_a_syntax_error_is_a_template_problem(self) -> None:
+        with pytest.raises(TemplateProblem):
+            referenced_variables("{{ nome ")
