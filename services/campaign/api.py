@@ -17,6 +17,7 @@ from services.campaign.models import (
     Account,
     AccountIn,
     AccountOut,
+    AccountPauseIn,
     CampaignIn,
     CampaignOut,
     ResultsPage,
@@ -26,7 +27,11 @@ from services.campaign.models import (
 from shared import outbox
 from shared.contracts import (
     AccountConfigured,
+    AccountPaused,
+    AccountResumed,
     CampaignCancelled,
+    CampaignPaused,
+    CampaignResumed,
     CampaignStarted,
     SenderIdentity,
     SesConnection,
@@ -131,6 +136,36 @@ async def get_account(account_id: int, runtime: RuntimeDep) -> AccountOut:
     """One sending account."""
     async with runtime.pool.acquire() as conn:
         return AccountOut.of(await campaign_repo.AccountRepository(conn).get(account_id))
+
+
+@router.post("/accounts/{account_id}/pause", status_code=status.HTTP_202_ACCEPTED)
+async def pause_account(
+    account_id: int, runtime: RuntimeDep, body: AccountPauseIn | None = None
+) -> dict[str, str]:
+    """Stop every sender of the account before its next message, until resumed."""
+    async with runtime.transaction() as conn:
+        await campaign_repo.AccountRepository(conn).get(account_id)
+        await outbox.add_event(
+            conn,
+            AccountPaused(account_id=account_id, reason=(body or AccountPauseIn()).reason, source="operator"),
+        )
+    return {"status": "pausing"}
+
+
+@router.post("/accounts/{account_id}/resume", status_code=status.HTTP_202_ACCEPTED)
+async def resume_account(
+    account_id: int, runtime: RuntimeDep, body: AccountPauseIn | None = None
+) -> dict[str, str]:
+    """Let the account send again, highest priority first."""
+    async with runtime.transaction() as conn:
+        await campaign_repo.AccountRepository(conn).get(account_id)
+        await outbox.add_event(
+            conn,
+            AccountResumed(
+                account_id=account_id, reason=(body or AccountPauseIn()).reason, source="operator"
+            ),
+        )
+    return {"status": "resuming"}
 
 
 @router.post("/sender-addresses", status_code=status.HTTP_201_CREATED, response_model=SenderAddress)
@@ -276,6 +311,29 @@ async def cancel_campaign(campaign_id: int, runtime: RuntimeDep) -> CampaignOut:
         new_status = lifecycle.after("cancel", await campaigns.lock_status(campaign_id))
         await campaigns.set_status(campaign_id, new_status)
         await outbox.add_event(conn, CampaignCancelled(campaign_id=campaign_id))
+        return CampaignOut.of(await campaigns.get(campaign_id))
+
+
+@router.post("/campaigns/{campaign_id}/pause", response_model=CampaignOut)
+async def pause_campaign(campaign_id: int, runtime: RuntimeDep) -> CampaignOut:
+    """Stop sending a queued or sending campaign before its next message (409 otherwise)."""
+    async with runtime.transaction() as conn:
+        campaigns = campaign_repo.CampaignRepository(conn)
+        await campaigns.set_status(
+            campaign_id, lifecycle.after("pause", await campaigns.lock_status(campaign_id))
+        )
+        await outbox.add_event(conn, CampaignPaused(campaign_id=campaign_id))
+        return CampaignOut.of(await campaigns.get(campaign_id))
+
+
+@router.post("/campaigns/{campaign_id}/resume", response_model=CampaignOut)
+async def resume_campaign(campaign_id: int, runtime: RuntimeDep) -> CampaignOut:
+    """Go on sending a paused campaign where it stopped (409 if it is not paused)."""
+    async with runtime.transaction() as conn:
+        campaigns = campaign_repo.CampaignRepository(conn)
+        lifecycle.after("resume", await campaigns.lock_status(campaign_id))
+        await campaigns.resume(campaign_id)
+        await outbox.add_event(conn, CampaignResumed(campaign_id=campaign_id))
         return CampaignOut.of(await campaigns.get(campaign_id))
 
 

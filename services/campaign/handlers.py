@@ -12,6 +12,7 @@ from shared.contracts import (
     CampaignRecipientsResolved,
     DeliveryEvent,
     MessageFailed,
+    MessageIndeterminate,
     MessageOpened,
     MessageSent,
     MessageSkipped,
@@ -79,6 +80,12 @@ async def record_failed(event: MessageFailed, runtime: HandlerRuntime) -> None:
 async def record_skipped(event: MessageSkipped, runtime: HandlerRuntime) -> None:
     """A recipient's message was not sent on purpose."""
     await _record_outcome(runtime, event, "skipped", reason=event.reason)
+
+
+@router.subscriber(topology.CAMPAIGN_MESSAGE_INDETERMINATE, topology.EVENTS)
+async def record_indeterminate(event: MessageIndeterminate, runtime: HandlerRuntime) -> None:
+    """The sender died during this recipient's SMTP transaction: the message may have left."""
+    await _record_outcome(runtime, event, "indeterminate", reason=event.reason)
 
 
 @router.subscriber(topology.CAMPAIGN_MESSAGE_OPENED, topology.EVENTS)

@@ -1,7 +1,8 @@
 """The states of a campaign and which operator actions are legal in each.
 
 draft → queued (started) → sending (recipients resolved) → completed (every recipient has an
-outcome); cancelled from any unfinished state; failed when it cannot be sent at all.
+outcome); paused from queued or sending, and back to where it was when resumed; cancelled from
+any unfinished state; failed when it cannot be sent at all.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ FINISHED = frozenset({Status.COMPLETED, Status.CANCELLED, Status.FAILED})
 # action -> (states it is allowed from, state it leads to)
 _ACTIONS: dict[str, tuple[frozenset[Status], Status]] = {
     "start": (frozenset({Status.DRAFT}), Status.QUEUED),
+    "pause": (frozenset({Status.QUEUED, Status.SENDING}), Status.PAUSED),
+    # Resuming goes back to queued or sending (the repository knows which): SENDING stands for both.
+    "resume": (frozenset({Status.PAUSED}), Status.SENDING),
     "cancel": (frozenset({Status.DRAFT, Status.QUEUED, Status.SENDING, Status.PAUSED}), Status.CANCELLED),
 }
 

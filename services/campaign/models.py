@@ -144,6 +144,12 @@ class CampaignIn(BaseModel):
         return self
 
 
+class AccountPauseIn(BaseModel):
+    """Why an operator pauses or resumes an account (kept in the logs and the event)."""
+
+    reason: str = Field(default="operator", min_length=1, max_length=500)
+
+
 class Campaign(BaseModel):
     """A stored campaign with its totals."""
 
@@ -161,6 +167,7 @@ class Campaign(BaseModel):
     sent: int
     failed: int
     skipped: int
+    indeterminate: int
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -183,6 +190,7 @@ class CampaignOut(BaseModel):
     sent: int
     failed: int
     skipped: int
+    indeterminate: int
     remaining: int | None
     created_at: datetime
     started_at: datetime | None
@@ -191,7 +199,7 @@ class CampaignOut(BaseModel):
     @classmethod
     def of(cls, campaign: Campaign) -> CampaignOut:
         """The public view of a stored campaign."""
-        done = campaign.sent + campaign.failed + campaign.skipped
+        done = campaign.sent + campaign.failed + campaign.skipped + campaign.indeterminate
         remaining = None if campaign.recipients is None else max(campaign.recipients - done, 0)
         return cls(**campaign.model_dump(include=set(cls.model_fields)), remaining=remaining)
 
@@ -202,7 +210,7 @@ class Result(BaseModel):
     recipient_id: int
     email: str
     name: str
-    status: Literal["sent", "failed", "skipped"]
+    status: Literal["sent", "failed", "skipped", "indeterminate"]
     sent_at: datetime | None
     opened_at: datetime | None
     reason: str | None

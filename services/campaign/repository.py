@@ -60,6 +60,11 @@ SET status = $2,
     finished_at = CASE WHEN $2 IN ('completed', 'cancelled', 'failed') THEN now() ELSE finished_at END
 WHERE campaign_id = $1
 """
+# A resumed campaign goes back to sending, or to queued if audience has not resolved it yet.
+RESUME = """
+UPDATE campaigns SET status = CASE WHEN recipients IS NULL THEN 'queued' ELSE 'sending' END
+WHERE campaign_id = $1
+"""
 # Resolution can arrive after a cancel (keep cancelled) or a failure (keep failed).
 SET_RECIPIENTS = """
 UPDATE campaigns
@@ -82,14 +87,15 @@ COUNT_OUTCOME = """
 UPDATE campaigns
 SET sent = sent + ($2 = 'sent')::int,
     failed = failed + ($2 = 'failed')::int,
-    skipped = skipped + ($2 = 'skipped')::int
+    skipped = skipped + ($2 = 'skipped')::int,
+    indeterminate = indeterminate + ($2 = 'indeterminate')::int
 WHERE campaign_id = $1
 """
 # Completed once every resolved recipient has an outcome; a cancelled campaign stays cancelled.
 COMPLETE_IF_DONE = """
 UPDATE campaigns SET status = 'completed', finished_at = now()
 WHERE campaign_id = $1 AND status IN ('sending', 'paused')
-  AND recipients IS NOT NULL AND sent + failed + skipped >= recipients
+  AND recipients IS NOT NULL AND sent + failed + skipped + indeterminate >= recipients
 """
 # The first open is the read date; later opens change nothing.
 SET_OPENED = """
@@ -222,6 +228,10 @@ class CampaignRepository:
     async def set_status(self, campaign_id: int, status: Status) -> None:
         """Change the status, stamping the start or end date it implies."""
         await self._conn.execute(SET_STATUS, campaign_id, status.value)
+
+    async def resume(self, campaign_id: int) -> None:
+        """A paused campaign goes back to where it was: queued or sending."""
+        await self._conn.execute(RESUME, campaign_id)
 
     async def set_recipients(self, campaign_id: int, recipients: int) -> None:
         """Record how many recipients audience queued; a queued campaign is now sending."""

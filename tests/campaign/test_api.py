@@ -112,6 +112,30 @@ class TestAccounts:
         assert response.status_code == 422
         assert _fields(response) == fields
 
+    async def test_an_operator_pauses_and_resumes_an_account_through_events(
+        self, api: httpx.AsyncClient, events: Any
+    ) -> None:
+        await events.listen("account.paused")
+        await events.listen("account.resumed")
+        account = await _account(api)
+        path = f"/accounts/{account['account_id']}"
+        assert (await api.post(f"{path}/pause", json={"reason": "revisão da lista"})).status_code == 202
+        assert (await api.post(f"{path}/resume")).status_code == 202
+
+        seen: dict[str, list[dict[str, Any]]] = {"account.paused": [], "account.resumed": []}
+
+        async def announced() -> bool:
+            for key, found in seen.items():
+                found += [e for e in await events(key) if e["account_id"] == account["account_id"]]
+            assert all(seen.values()), seen
+            return True
+
+        await eventually(announced)
+        (paused,), (resumed,) = seen["account.paused"], seen["account.resumed"]
+        assert (paused["source"], paused["reason"]) == ("operator", "revisão da lista")
+        assert resumed["source"] == "operator"
+        assert (await api.post("/accounts/987654321/pause")).status_code == 404
+
     async def test_an_unknown_account_is_404(self, api: httpx.AsyncClient) -> None:
         assert (await api.get("/accounts/987654321")).status_code == 404
 
@@ -231,11 +255,45 @@ class TestCampaigns:
         assert "inactive" in response.json()["detail"]
         assert (await api.get(f"/campaigns/{campaign.json()['campaign_id']}")).json()["status"] == "draft"
 
+    async def test_pause_and_resume_announce_themselves_and_return_where_it_was(
+        self, api: httpx.AsyncClient, events: Any
+    ) -> None:
+        await events.listen("campaign.paused")
+        await events.listen("campaign.resumed")
+        campaign = await _campaign(api)
+        path = f"/campaigns/{campaign['campaign_id']}"
+        draft_pause = await api.post(f"{path}/pause")
+        assert (draft_pause.status_code, draft_pause.json()["detail"]) == (
+            409,
+            "cannot pause a campaign that is draft",
+        )
+        await api.post(f"{path}/start")
+        paused = await api.post(f"{path}/pause")
+        assert (paused.status_code, paused.json()["status"]) == (200, "paused")
+        assert (await api.post(f"{path}/pause")).status_code == 409
+        resumed = await api.post(f"{path}/resume")
+        # Audience has not resolved it yet: back to queued, not sending.
+        assert (resumed.status_code, resumed.json()["status"]) == (200, "queued")
+        assert (await api.post(f"{path}/resume")).status_code == 409
+
+        seen: dict[str, list[dict[str, Any]]] = {"campaign.paused": [], "campaign.resumed": []}
+
+        async def announced() -> bool:
+            for key, found in seen.items():
+                found += [e for e in await events(key) if e["campaign_id"] == campaign["campaign_id"]]
+            assert all(seen.values()), seen
+            return True
+
+        await eventually(announced)
+        assert (len(seen["campaign.paused"]), len(seen["campaign.resumed"])) == (1, 1)
+
     async def test_unknown_campaigns_are_404(self, api: httpx.AsyncClient) -> None:
         for response in (
             await api.get("/campaigns/987654321"),
             await api.post("/campaigns/987654321/start"),
             await api.post("/campaigns/987654321/cancel"),
+            await api.post("/campaigns/987654321/pause"),
+            await api.post("/campaigns/987654321/resume"),
             await api.get("/campaigns/987654321/results"),
         ):
             assert response.status_code == 404
