@@ -13,7 +13,7 @@ Query parameters besides `pagina` (the contract's own) shape one URL's answers:
   when given (attempts are counted per `run` value and page, see `attempts`), modes:
   `wrong_page` (answers another `pagina`), `repeat` (page N-1's records again), `short` (one
   record missing), `empty` (no records), `total` (`totalRegistros` + 1), `broken_json`,
-  `content_type` (text/html), `oversized` (a body that never ends), `fail` (HTTP `status`,
+  `content_type` (text/html), `bad_record` (a record whose `nome` is a number), `oversized` (a body that never ends), `fail` (HTTP `status`,
   default 503, with `Retry-After: <retry_after>` seconds or, with `retry_after_format=date`, as an
   HTTP date), `slow` (waits `delay` seconds first), `drop` (the connection closes mid-body),
   `redirect` (307 to `to`, with `pagina` appended).
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -92,6 +93,8 @@ class RemoteGroupServer:
     token: str | None = None
     # Requests seen per (run, page) for faulted pages: tests read retries here.
     attempts: Counter[tuple[str, int]] = field(default_factory=Counter)
+    # Every request answered or refused: tests read how far a client fetched ahead.
+    served: int = 0
     _socket: socket.socket | None = None
     _server: uvicorn.Server | None = None
     _thread: threading.Thread | None = None
@@ -113,6 +116,7 @@ class RemoteGroupServer:
         return Starlette(routes=[Route(PATH, self._page)])
 
     async def _page(self, request: Request) -> Response:
+        self.served += 1
         query = request.query_params
         if self.token is not None and query.get("token") != self.token:
             return JSONResponse({"erro": "token inválido"}, status_code=403)
@@ -149,6 +153,10 @@ class RemoteGroupServer:
                 return Response(page_body(page, size, total, shown_total=total + 1), media_type=json_type)
             case "broken_json":
                 return Response(page_body(page, size, total)[:-7], media_type=json_type)
+            case "bad_record":
+                answer = json.loads(page_body(page, size, total))
+                answer["registros"][0]["nome"] = 1
+                return JSONResponse(answer)
             case "content_type":
                 return Response(page_body(page, size, total), media_type="text/html")
             case "oversized":

@@ -18,7 +18,7 @@ import json
 import logging
 import random
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -326,8 +326,11 @@ def _check_count(page: _Page, pages: int) -> None:
     raise RemoteGroupError(reason, page.number)
 
 
-async def fetch_remote_group(url: str, options: RemoteOptions) -> AsyncIterator[list[RemoteMember]]:
-    """The group's records page by page, in order 1..n, fetching up to `pages_in_flight` ahead."""
+async def fetch_remote_group(url: str, options: RemoteOptions) -> AsyncGenerator[list[RemoteMember], None]:
+    """The group's records page by page, in order 1..n, fetching up to `pages_in_flight` ahead.
+
+    An async generator (an AsyncIterator with `aclose()`): closing it early cancels the pages in flight.
+    """
     validate_remote_url(url, options)
     _install_log_redaction()
     timeout = httpx.Timeout(options.read_timeout, connect=options.connect_timeout)
