@@ -1,14 +1,25 @@
-"""Audience's consumer: a started campaign's groups become its staged, numbered recipients."""
+"""Audience's consumers: started campaigns are resolved; the suppression list and global
+unsubscribes are copied locally, so resolution subtracts them without asking another service.
+
+The copies are idempotent without an event ledger: a suppression state only replaces an older
+one (`occurred_at`), and an unsubscribe is recorded once.
+"""
 
 from __future__ import annotations
 
 from faststream.rabbit import RabbitRouter
 
 from services.audience import repository as audience_repo
+from services.audience import resolution
+from services.audience.addresses import comparable
 from services.audience.dispatcher import Dispatcher
-from shared import outbox
-from shared.contracts import CampaignFailed, CampaignRecipientsResolved, CampaignStarted, topology
-from shared.db import first_processing
+from shared.contracts import (
+    AddressSuppressed,
+    AddressUnsuppressed,
+    CampaignStarted,
+    RecipientUnsubscribed,
+    topology,
+)
 from shared.service import HandlerRuntime
 from shared.telemetry import current_trace_headers
 
@@ -17,34 +28,41 @@ router = RabbitRouter()
 
 @router.subscriber(topology.AUDIENCE_CAMPAIGN_STARTED, topology.EVENTS)
 async def resolve_campaign(event: CampaignStarted, runtime: HandlerRuntime) -> None:
-    """Resolve every group of the campaign in one transaction, then let the dispatcher queue it.
+    """Resolve every group of the campaign, then let the dispatcher queue it (or fail it)."""
+    remote: resolution.Remote = runtime.state["remote"]
+    async with runtime.pool.acquire() as conn:
+        resolved = await resolution.resolve(conn, event, current_trace_headers(), remote)
+    runtime.relay.notify()
+    if resolved:
+        dispatcher: Dispatcher = runtime.state["dispatcher"]
+        dispatcher.notify()
 
-    A missing group fails the campaign before anything is queued.
-    """
-    async with runtime.transaction() as conn:
-        resolutions = audience_repo.ResolutionRepository(conn)
-        if not await first_processing(conn, event.event_id) or await resolutions.exists(event.campaign_id):
-            return
-        missing = await audience_repo.GroupRepository(conn).missing(event.group_ids)
-        if missing:
-            reason = f"group(s) not found: {', '.join(map(str, missing))}"
-            await resolutions.record_failure(event.campaign_id, event.account_id, event.priority, reason)
-            await outbox.add_event(conn, CampaignFailed(campaign_id=event.campaign_id, reason=reason))
-            return
-        included, duplicates = await resolutions.resolve(
-            event.campaign_id, event.account_id, event.priority, event.group_ids, current_trace_headers()
+
+@router.subscriber(topology.AUDIENCE_ADDRESS_SUPPRESSED, topology.EVENTS)
+async def suppress_address(event: AddressSuppressed, runtime: HandlerRuntime) -> None:
+    """Future resolutions leave the address out."""
+    async with runtime.pool.acquire() as conn:
+        await audience_repo.SuppressionRepository(conn).set_suppressed(
+            comparable(event.email), True, event.reason, event.occurred_at
         )
-        await outbox.add_event(
-            conn,
-            CampaignRecipientsResolved(
-                campaign_id=event.campaign_id,
-                account_id=event.account_id,
-                included=included,
-                invalid=0,
-                duplicate=duplicates,
-                suppressed=0,
-                unsubscribed=0,
-            ),
+
+
+@router.subscriber(topology.AUDIENCE_ADDRESS_UNSUPPRESSED, topology.EVENTS)
+async def unsuppress_address(event: AddressUnsuppressed, runtime: HandlerRuntime) -> None:
+    """An admin took the address off the suppression list: future resolutions include it again."""
+    async with runtime.pool.acquire() as conn:
+        await audience_repo.SuppressionRepository(conn).set_suppressed(
+            comparable(event.email), False, "", event.occurred_at
         )
-    dispatcher: Dispatcher = runtime.state["dispatcher"]
-    dispatcher.notify()
+
+
+@router.subscriber(topology.AUDIENCE_RECIPIENT_UNSUBSCRIBED, topology.EVENTS)
+async def record_unsubscribe(event: RecipientUnsubscribed, runtime: HandlerRuntime) -> None:
+    """A global unsubscribe leaves the address out of every future campaign; leaving one
+    campaign is the sender's business, not audience's."""
+    if event.scope != "all":
+        return
+    async with runtime.pool.acquire() as conn:
+        await audience_repo.SuppressionRepository(conn).unsubscribe(
+            comparable(event.email), event.reason, event.occurred_at
+        )

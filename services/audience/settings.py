@@ -16,6 +16,8 @@ class AudienceSettings(ServiceSettings):
     SEND_BATCH_SIZE: int = Field(default=100, ge=1, le=1000)
     # Members accepted in one static-group request.
     MAX_GROUP_MEMBERS_PER_REQUEST: int = Field(default=10_000, ge=1)
+    # Largest CSV upload: a million rows with a few extra columns is about 100 MB.
+    CSV_MAX_BYTES: int = Field(default=512 * 1024 * 1024, ge=1)
     # Remote groups (services/audience/remote.py): pages fetched ahead while earlier ones are consumed.
     REMOTE_PAGES_IN_FLIGHT: int = Field(default=4, ge=1, le=32)
     REMOTE_CONNECT_TIMEOUT: float = Field(default=5.0, gt=0)

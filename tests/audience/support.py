@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
+import asyncpg
 import httpx
 from fastapi import FastAPI
 
 from services.audience.dispatcher import Dispatcher
+from services.audience.repository import Counts, ResolutionRepository
 from shared.contracts import topology
 from shared.service import Runtime
 from tests.support import Handled, eventually
@@ -115,3 +117,19 @@ async def waiting(channel: aio_pika.abc.AbstractChannel, queue_name: str) -> int
     queue = await channel.declare_queue(queue_name, passive=True)
     assert queue.declaration_result.message_count is not None
     return queue.declaration_result.message_count
+
+
+async def stage_and_finish(
+    conn: asyncpg.Connection,
+    campaign_id: int,
+    account_id: int,
+    priority: int,
+    group_ids: list[int],
+    trace: dict[str, str] | None = None,
+) -> Counts:
+    """Resolve stored groups as the service does, step by step, on this connection."""
+    resolutions = ResolutionRepository(conn)
+    await resolutions.begin(campaign_id, account_id, priority, trace or {})
+    for position, group_id in enumerate(group_ids, start=1):
+        await resolutions.stage_group(campaign_id, position, group_id)
+    return await resolutions.finish(campaign_id)

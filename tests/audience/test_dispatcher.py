@@ -11,7 +11,7 @@ import pytest
 from services.audience.repository import ResolutionRepository
 from shared.broker import declare_account_queue
 from shared.contracts import SendBatch, topology
-from tests.audience.support import BATCH_SIZE, Audience, collect, take, waiting
+from tests.audience.support import BATCH_SIZE, Audience, collect, stage_and_finish, take, waiting
 from tests.support import unique_id
 
 pytestmark = pytest.mark.connected
@@ -32,10 +32,9 @@ async def _resolve(
     campaign_id = unique_id()
     group_id = await audience.create_group(f"group-{uuid.uuid4().hex[:12]}", emails)
     async with audience.runtime.transaction() as conn:
-        resolutions = ResolutionRepository(conn)
-        await resolutions.resolve(campaign_id, account_id, priority, [group_id], {})
+        await stage_and_finish(conn, campaign_id, account_id, priority, [group_id])
         if checkpoint:
-            await resolutions.advance(campaign_id, checkpoint)
+            await ResolutionRepository(conn).advance(campaign_id, checkpoint)
     audience.dispatcher.notify()
     return campaign_id
 
@@ -91,9 +90,8 @@ class TestDispatchOneBatch:
         first, second = sorted((unique_id(), unique_id()))
         # Both pending at once: the dispatcher could interleave them, and must not.
         async with audience.runtime.transaction() as conn:
-            resolutions = ResolutionRepository(conn)
-            await resolutions.resolve(second, account_id, 0, [second_group], {})
-            await resolutions.resolve(first, account_id, 0, [first_group], {})
+            await stage_and_finish(conn, second, account_id, 0, [second_group])
+            await stage_and_finish(conn, first, account_id, 0, [first_group])
         audience.dispatcher.notify()
 
         await audience.dispatched(first)

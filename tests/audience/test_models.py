@@ -95,7 +95,7 @@ class TestGroupIn:
         [
             ({"name": "   "}, ("name",)),
             ({"name": "x" * 201}, ("name",)),
-            ({"name": "Equipe", "kind": "remote"}, ("kind",)),
+            ({"name": "Equipe", "kind": "mailing"}, ("kind",)),
             (
                 {"name": "Equipe", "members": [{"email": "ana@example.com"}, {"email": "bad"}]},
                 ("members", 1, "email"),
@@ -109,3 +109,25 @@ class TestGroupIn:
             GroupIn.model_validate(body)
 
         assert [e["loc"] for e in caught.value.errors()] == [loc]
+
+    @pytest.mark.parametrize(
+        ("body", "message"),
+        [
+            ({"name": "Equipe", "kind": "remote"}, "um grupo remoto precisa de url"),
+            ({"name": "Equipe", "url": "https://example.com/g?token=1"}, "só um grupo remoto tem url"),
+            (
+                {"name": "Equipe", "kind": "csv", "members": [{"email": "ana@example.com"}]},
+                "só um grupo estático recebe membros na criação",
+            ),
+        ],
+    )
+    def test_what_a_kind_needs_is_checked(self, body: dict[str, object], message: str) -> None:
+        with pytest.raises(ValidationError, match=message):
+            GroupIn.model_validate(body)
+
+    def test_a_remote_group_keeps_its_url(self) -> None:
+        group = GroupIn.model_validate(
+            {"name": "Polo", "kind": "remote", "url": "https://example.com/g?token=1"}
+        )
+
+        assert (group.kind, group.url, group.members) == ("remote", "https://example.com/g?token=1", [])

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
 from services.audience.models import MemberIn
-from services.audience.repository import GroupRepository, ResolutionRepository
+from services.audience.repository import (
+    GroupRepository,
+    ImportRepository,
+    ResolutionRepository,
+    SuppressionRepository,
+)
 from shared import db
 from shared.contracts import Recipient
 from shared.errors import NotFound
+from tests.audience.support import stage_and_finish
 from tests.support import eventually, unique_id
+
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -34,8 +43,12 @@ def _members(*emails: str) -> list[MemberIn]:
     return [MemberIn(email=email, name=f"name {i}", fields={"n": str(i)}) for i, email in enumerate(emails)]
 
 
-async def _group(conn: asyncpg.Connection, *emails: str) -> int:
-    return await GroupRepository(conn).create_static(f"group-{uuid.uuid4().hex[:12]}", _members(*emails))
+async def _group(conn: asyncpg.Connection, *emails: str, kind: str = "static") -> int:
+    groups = GroupRepository(conn)
+    group_id = await groups.create(f"group-{uuid.uuid4().hex[:12]}", kind)
+    if emails:
+        await groups.add_members(group_id, _members(*emails))
+    return group_id
 
 
 async def _staged(conn: asyncpg.Connection, campaign_id: int) -> list[tuple[int, str, str]]:
@@ -46,7 +59,11 @@ async def _staged(conn: asyncpg.Connection, campaign_id: int) -> list[tuple[int,
     return [(r["recipient_id"], r["email"], r["name"]) for r in rows]
 
 
-class TestCreateStatic:
+async def _resolution(conn: asyncpg.Connection, campaign_id: int) -> asyncpg.Record:
+    return await conn.fetchrow("SELECT * FROM resolutions WHERE campaign_id = $1", campaign_id)
+
+
+class TestAddMembers:
     async def test_stores_the_members_in_order_with_their_fields(
         self, audience_conn: asyncpg.Connection
     ) -> None:
@@ -60,50 +77,94 @@ class TestCreateStatic:
             ("bruno@example.net", "name 1", {"n": "1"}),
         ]
 
-    async def test_the_first_of_addresses_repeated_in_other_letters_wins(
+    async def test_the_first_of_addresses_repeated_in_other_letters_wins_and_new_ones_are_counted(
         self, audience_conn: asyncpg.Connection
     ) -> None:
         group_id = await _group(audience_conn, "Ana@example.com", "bruno@example.net", "ANA@example.com")
+        groups = GroupRepository(audience_conn)
 
-        group = await GroupRepository(audience_conn).get(group_id)
+        added = await groups.add_members(group_id, _members("bruno@EXAMPLE.net", "carla@example.org"))
 
-        assert group.members == 2
+        assert added == 1
+        assert (await groups.get(group_id)).members == 3
         kept = await audience_conn.fetchval(
             "SELECT name FROM group_members WHERE group_id = $1 AND lower(email) = 'ana@example.com'",
             group_id,
         )
         assert kept == "name 0"
 
+    async def test_the_group_fields_are_those_every_member_has(
+        self, audience_conn: asyncpg.Connection
+    ) -> None:
+        groups = GroupRepository(audience_conn)
+        group_id = await groups.create("Alunos", "static")
+        await groups.add_members(
+            group_id,
+            [
+                MemberIn(email="a@example.com", fields={"curso": "x", "turma": "1"}),
+                MemberIn(email="b@example.com", fields={"curso": "y", "turma": "2", "polo": "z"}),
+            ],
+        )
+        assert (await groups.get(group_id)).fields == ["curso", "turma"]
 
-class TestGet:
+        await groups.add_members(group_id, [MemberIn(email="c@example.com", fields={"turma": "3"})])
+
+        assert (await groups.get(group_id)).fields == ["turma"]
+
+
+class TestGetRenameDelete:
     async def test_returns_the_group_with_its_member_count(self, audience_conn: asyncpg.Connection) -> None:
-        name = f"group-{uuid.uuid4().hex[:12]}"
-        group_id = await GroupRepository(audience_conn).create_static(
-            name, _members("a@example.com", "b@example.com")
+        groups = GroupRepository(audience_conn)
+        group_id = await groups.create("Polo", "remote", "encrypted", "https://example.com/g?token=***")
+
+        group = await groups.get(group_id)
+
+        assert (group.group_id, group.name, group.kind, group.members, group.url) == (
+            group_id,
+            "Polo",
+            "remote",
+            0,
+            "https://example.com/g?token=***",
         )
 
-        group = await GroupRepository(audience_conn).get(group_id)
-
-        assert (group.group_id, group.name, group.kind, group.members) == (group_id, name, "static", 2)
-
     async def test_an_unknown_group_raises_not_found(self, audience_conn: asyncpg.Connection) -> None:
-        with pytest.raises(NotFound, match=r"group 2147483647 not found"):
-            await GroupRepository(audience_conn).get(2**31 - 1)
+        groups = GroupRepository(audience_conn)
+        for call in (groups.get(2**31 - 1), groups.rename(2**31 - 1, "x"), groups.delete(2**31 - 1)):
+            with pytest.raises(NotFound, match=r"group 2147483647 not found"):
+                await call
+        with pytest.raises(NotFound):
+            await groups.lock(2**31 - 1)
+
+    async def test_rename_and_delete(self, audience_conn: asyncpg.Connection) -> None:
+        groups = GroupRepository(audience_conn)
+        group_id = await _group(audience_conn, "a@example.com")
+
+        await groups.rename(group_id, "Novo nome")
+        assert (await groups.get(group_id)).name == "Novo nome"
+
+        await groups.delete(group_id)
+        assert await groups.missing([group_id]) == [group_id]
+        members = await audience_conn.fetchval(
+            "SELECT count(*) FROM group_members WHERE group_id = $1", group_id
+        )
+        assert members == 0
 
 
 class TestList:
-    async def test_lists_groups_by_id_with_counts(self, audience_conn: asyncpg.Connection) -> None:
+    async def test_pages_by_id_with_counts(self, audience_conn: asyncpg.Connection) -> None:
         first = await _group(audience_conn, "a@example.com")
         second = await _group(audience_conn)
+        third = await _group(audience_conn, "a@example.com", "b@example.com")
+        groups = GroupRepository(audience_conn)
 
-        groups = await GroupRepository(audience_conn).list()
+        page = await groups.list(after=first - 1, limit=2)
+        rest = await groups.list(after=page[-1].group_id, limit=2)
 
-        counts = {g.group_id: g.members for g in groups}
-        assert (counts[first], counts[second]) == (1, 0)
-        assert [g.group_id for g in groups] == sorted(g.group_id for g in groups)
+        assert [(g.group_id, g.members) for g in page] == [(first, 1), (second, 0)]
+        assert [(g.group_id, g.members) for g in rest][:1] == [(third, 2)]
 
 
-class TestMissing:
+class TestMissingAndSources:
     async def test_names_only_the_groups_that_do_not_exist(self, audience_conn: asyncpg.Connection) -> None:
         existing = await _group(audience_conn, "a@example.com")
         unknown = [2**31 - 1, 2**31 - 2]
@@ -112,19 +173,33 @@ class TestMissing:
         assert await GroupRepository(audience_conn).missing([existing]) == []
         assert await GroupRepository(audience_conn).missing([]) == []
 
+    async def test_sources_come_in_the_given_order_without_the_missing(
+        self, audience_conn: asyncpg.Connection
+    ) -> None:
+        first = await _group(audience_conn, "a@example.com")
+        second = await _group(audience_conn, kind="csv")
 
-class TestResolve:
+        sources = await GroupRepository(audience_conn).sources([second, 2**31 - 1, first])
+
+        assert [(s.group_id, s.kind, s.fields) for s in sources] == [
+            (second, "csv", []),
+            (first, "static", ["n"]),
+        ]
+
+
+class TestResolution:
     async def test_stages_each_address_once_numbered_in_group_order(
         self, audience_conn: asyncpg.Connection
     ) -> None:
         first = await _group(audience_conn, "ana@example.com", "bruno@example.net", "carla@example.org")
         second = await _group(audience_conn, "Carla@EXAMPLE.org", "davi@example.com", "ANA@example.com")
         campaign_id = unique_id()
-        resolutions = ResolutionRepository(audience_conn)
 
-        counts = await resolutions.resolve(campaign_id, 7, 3, [second, first], {"traceparent": "x"})
+        counts = await stage_and_finish(
+            audience_conn, campaign_id, 7, 3, [second, first], {"traceparent": "x"}
+        )
 
-        assert counts == (4, 2)
+        assert (counts.included, counts.duplicate, counts.invalid) == (4, 2, 0)
         # The second group comes first: its spelling of a repeated address, and its order, win.
         assert await _staged(audience_conn, campaign_id) == [
             (1, "Carla@example.org", "name 0"),
@@ -132,52 +207,108 @@ class TestResolve:
             (3, "ANA@example.com", "name 2"),
             (4, "bruno@example.net", "name 1"),
         ]
-        row = await audience_conn.fetchrow("SELECT * FROM resolutions WHERE campaign_id = $1", campaign_id)
+        row = await _resolution(audience_conn, campaign_id)
         assert (row["account_id"], row["priority"], row["status"]) == (7, 3, "resolved")
         assert (row["included"], row["duplicate"], row["dispatched_upto"]) == (4, 2, 0)
         assert row["trace_headers"] == {"traceparent": "x"}
-        assert await resolutions.exists(campaign_id)
+        left = await audience_conn.fetchval(
+            "SELECT count(*) FROM staged_members WHERE campaign_id = $1", campaign_id
+        )
+        assert left == 0
 
-    async def test_an_empty_group_resolves_to_nobody(self, audience_conn: asyncpg.Connection) -> None:
+    async def test_suppressed_and_unsubscribed_addresses_are_left_out_and_counted(
+        self, audience_conn: asyncpg.Connection
+    ) -> None:
+        tag = uuid.uuid4().hex[:8]
+        emails = [f"{who}.{tag}@example.com" for who in ("ana", "bruno", "carla", "davi", "eva")]
+        group = await _group(audience_conn, *emails)
+        lists = SuppressionRepository(audience_conn)
+        await lists.set_suppressed(
+            emails[0].upper().replace("EXAMPLE.COM", "example.com"), True, "bounce", NOW
+        )
+        await lists.set_suppressed(emails[1], True, "complaint", NOW)
+        await lists.set_suppressed(emails[1], False, "", NOW + timedelta(minutes=1))  # taken off the list
+        await lists.unsubscribe(emails[2], "não quero", NOW)
+        await lists.unsubscribe(emails[3], "", NOW)
+        await lists.set_suppressed(emails[3], True, "bounce", NOW)  # both: counted once, as suppressed
         campaign_id = unique_id()
 
-        counts = await ResolutionRepository(audience_conn).resolve(
-            campaign_id, 1, 0, [await _group(audience_conn)], {}
+        counts = await stage_and_finish(audience_conn, campaign_id, 1, 0, [group])
+
+        assert (counts.included, counts.suppressed, counts.unsubscribed, counts.duplicate) == (2, 2, 1, 0)
+        assert [e for _, e, _ in await _staged(audience_conn, campaign_id)] == [emails[1], emails[4]]
+
+    async def test_invalid_staged_members_are_counted_and_never_queued(
+        self, audience_conn: asyncpg.Connection
+    ) -> None:
+        campaign_id = unique_id()
+        resolutions = ResolutionRepository(audience_conn)
+        await resolutions.begin(campaign_id, 1, 0, {})
+        await resolutions.copy_staged(
+            [
+                (campaign_id, 1, 1, "a@example.com", "A", None),
+                (campaign_id, 1, 2, "not-an-address", "B", "e-mail inválido: x"),
+                (campaign_id, 1, 3, "A@example.com", "C", None),
+            ]
         )
 
-        assert counts == (0, 0)
-        assert await _staged(audience_conn, campaign_id) == []
+        counts = await resolutions.finish(campaign_id)
 
-    async def test_a_campaign_resolves_only_once(self, audience_conn: asyncpg.Connection) -> None:
-        campaign_id = unique_id()
-        group = await _group(audience_conn, "a@example.com")
-        await ResolutionRepository(audience_conn).resolve(campaign_id, 1, 0, [group], {})
+        assert (counts.included, counts.invalid, counts.duplicate) == (1, 1, 1)
+        assert await _staged(audience_conn, campaign_id) == [(1, "a@example.com", "A")]
+        row = await _resolution(audience_conn, campaign_id)
+        assert (row["invalid"], row["duplicate"], row["status"]) == (1, 1, "resolved")
 
-        with pytest.raises(asyncpg.UniqueViolationError):
-            await ResolutionRepository(audience_conn).resolve(campaign_id, 1, 0, [group], {})
-
-
-class TestExists:
-    async def test_false_for_a_campaign_never_seen(self, audience_conn: asyncpg.Connection) -> None:
-        assert not await ResolutionRepository(audience_conn).exists(unique_id())
-
-    async def test_waits_for_a_concurrent_resolution_of_the_same_campaign_then_sees_it(
-        self, database_url: str
+    async def test_beginning_again_throws_away_what_an_interrupted_attempt_staged(
+        self, audience_conn: asyncpg.Connection
     ) -> None:
+        group = await _group(audience_conn, "a@example.com", "b@example.com")
+        campaign_id = unique_id()
+        resolutions = ResolutionRepository(audience_conn)
+        await resolutions.begin(campaign_id, 1, 0, {})
+        await resolutions.stage_group(campaign_id, 1, group)
+        assert await resolutions.status(campaign_id) == "resolving"
+
+        await resolutions.begin(campaign_id, 1, 0, {})
+        await resolutions.stage_group(campaign_id, 1, group)
+        counts = await resolutions.finish(campaign_id)
+
+        assert (counts.included, counts.duplicate) == (2, 0)
+        assert (await _resolution(audience_conn, campaign_id))["attempts"] == 2
+
+    async def test_a_failure_is_remembered_with_its_reason_and_staging_dropped(
+        self, audience_conn: asyncpg.Connection
+    ) -> None:
+        group = await _group(audience_conn, "a@example.com")
+        campaign_id = unique_id()
+        resolutions = ResolutionRepository(audience_conn)
+        await resolutions.begin(campaign_id, 4, 2, {})
+        await resolutions.stage_group(campaign_id, 1, group)
+
+        await resolutions.record_failure(campaign_id, 4, 2, "grupo 'X' (página 2): falhou")
+
+        row = await _resolution(audience_conn, campaign_id)
+        assert (row["status"], row["failure_reason"], row["included"]) == (
+            "failed",
+            "grupo 'X' (página 2): falhou",
+            0,
+        )
+        left = await audience_conn.fetchval(
+            "SELECT count(*) FROM staged_members WHERE campaign_id = $1", campaign_id
+        )
+        assert left == 0
+
+    async def test_status_is_none_for_a_campaign_never_seen(self, audience_conn: asyncpg.Connection) -> None:
+        assert await ResolutionRepository(audience_conn).status(unique_id()) is None
+
+
+class TestCampaignLock:
+    async def test_a_second_connection_waits_for_the_campaign_lock(self, database_url: str) -> None:
         campaign_id = unique_id()
         first, second = await _connect(database_url), await _connect(database_url)
         try:
-            transaction = first.transaction()
-            await transaction.start()
-            assert not await ResolutionRepository(first).exists(campaign_id)
-            # A failed resolution is never pending, so committing it disturbs no dispatcher.
-            await ResolutionRepository(first).record_failure(campaign_id, 1, 0, "concurrency test")
-
-            async def second_look() -> bool:
-                async with second.transaction():
-                    return await ResolutionRepository(second).exists(campaign_id)
-
-            look = asyncio.create_task(second_look())
+            await ResolutionRepository(first).lock(campaign_id)
+            waiting = asyncio.create_task(ResolutionRepository(second).lock(campaign_id))
 
             async def blocked() -> bool:
                 return bool(
@@ -188,28 +319,71 @@ class TestExists:
                 )
 
             await eventually(blocked)
-            assert not look.done()
-            await transaction.commit()
-            assert await asyncio.wait_for(look, 10)
+            assert not waiting.done()
+            await ResolutionRepository(first).unlock(campaign_id)
+            await asyncio.wait_for(waiting, 10)
+            await ResolutionRepository(second).unlock(campaign_id)
         finally:
             await first.close()
             await second.close()
 
 
-class TestRecordFailure:
-    async def test_remembers_the_failed_campaign_and_why(self, audience_conn: asyncpg.Connection) -> None:
-        campaign_id = unique_id()
-        resolutions = ResolutionRepository(audience_conn)
+class TestSuppressionOrder:
+    async def test_an_older_event_arriving_late_does_not_undo_a_newer_one(
+        self, audience_conn: asyncpg.Connection
+    ) -> None:
+        email = f"late.{uuid.uuid4().hex[:8]}@example.com"
+        lists = SuppressionRepository(audience_conn)
 
-        await resolutions.record_failure(campaign_id, 4, 2, "group(s) not found: 9")
+        await lists.set_suppressed(email, False, "", NOW + timedelta(minutes=5))
+        await lists.set_suppressed(email, True, "bounce", NOW)
 
-        assert await resolutions.exists(campaign_id)
-        row = await audience_conn.fetchrow("SELECT * FROM resolutions WHERE campaign_id = $1", campaign_id)
-        assert (row["status"], row["failure_reason"], row["included"]) == (
-            "failed",
-            "group(s) not found: 9",
-            0,
+        row = await audience_conn.fetchrow("SELECT * FROM suppressions WHERE email_key = $1", email)
+        assert (row["suppressed"], row["changed_at"]) == (False, NOW + timedelta(minutes=5))
+
+    async def test_the_first_unsubscribe_is_kept(self, audience_conn: asyncpg.Connection) -> None:
+        email = f"Bye.{uuid.uuid4().hex[:8]}@example.com"
+        lists = SuppressionRepository(audience_conn)
+
+        await lists.unsubscribe(email, "primeiro", NOW)
+        await lists.unsubscribe(email, "segundo", NOW + timedelta(days=1))
+
+        row = await audience_conn.fetchrow("SELECT * FROM unsubscribes WHERE email_key = lower($1)", email)
+        assert (row["reason"], row["unsubscribed_at"]) == ("primeiro", NOW)
+
+
+class TestImports:
+    async def test_copied_rows_become_members_once_each_in_file_order(
+        self, audience_conn: asyncpg.Connection
+    ) -> None:
+        group = await _group(audience_conn, "old@example.com", kind="csv")
+        imports = ImportRepository(audience_conn)
+        import_id = await imports.start(group, "lista.csv", "utf-8", ";")
+        await imports.copy_rows(
+            [
+                (2, "b@example.com", "B", '{"curso": "x"}'),
+                (3, "OLD@example.com", "Old", '{"curso": "y"}'),
+                (4, "a@example.com", "A", '{"curso": "z"}'),
+                (5, "B@example.com", "B2", '{"curso": "w"}'),
+            ]
         )
+        await imports.copy_errors([(import_id, 6, "e-mail ausente", ";Sem")])
+
+        done = await imports.finish(import_id, group, rows=5, invalid=1)
+
+        assert (done.rows, done.imported, done.invalid, done.duplicate) == (5, 2, 1, 2)
+        members = await audience_conn.fetch(
+            "SELECT email, name, fields FROM group_members WHERE group_id = $1 ORDER BY member_id", group
+        )
+        assert [(m["email"], m["name"], m["fields"]) for m in members] == [
+            ("old@example.com", "name 0", {"n": "0"}),
+            ("b@example.com", "B", {"curso": "x"}),
+            ("a@example.com", "A", {"curso": "z"}),
+        ]
+        assert await imports.last(group) == done
+        errors = await imports.first_errors(import_id, 10)
+        assert [(e.line, e.reason, e.content) for e in errors] == [(6, "e-mail ausente", ";Sem")]
+        assert [row async for row in imports.errors(import_id)] == [(6, "e-mail ausente", ";Sem")]
 
 
 class TestBatch:
@@ -218,8 +392,8 @@ class TestBatch:
     ) -> None:
         campaign_id = unique_id()
         emails = [f"r{i}@example.com" for i in range(5)]
+        await stage_and_finish(audience_conn, campaign_id, 1, 0, [await _group(audience_conn, *emails)])
         resolutions = ResolutionRepository(audience_conn)
-        await resolutions.resolve(campaign_id, 1, 0, [await _group(audience_conn, *emails)], {})
 
         first = await resolutions.batch(campaign_id, 0, 2)
         middle = await resolutions.batch(campaign_id, 2, 2)
@@ -241,8 +415,8 @@ class TestAdvanceAndNextPending:
         older, newer = unique_id(), unique_id()
         resolutions = ResolutionRepository(audience_conn)
         group = await _group(audience_conn, "a@example.com", "b@example.com", "c@example.com")
-        await resolutions.resolve(newer, 1, 0, [group], {})
-        await resolutions.resolve(older, 2, 5, [group], {"traceparent": "t"})
+        await stage_and_finish(audience_conn, newer, 1, 0, [group])
+        await stage_and_finish(audience_conn, older, 2, 5, [group], {"traceparent": "t"})
         # Older than anything another test may have left pending in the shared database.
         for campaign_id, years in ((older, 200), (newer, 100)):
             await audience_conn.execute(
@@ -266,7 +440,7 @@ class TestAdvanceAndNextPending:
         assert (pending.campaign_id, pending.dispatched_upto) == (older, 2)
 
         await resolutions.advance(older, 3)
-        row = await audience_conn.fetchrow("SELECT * FROM resolutions WHERE campaign_id = $1", older)
+        row = await _resolution(audience_conn, older)
         assert (row["status"], row["dispatched_upto"]) == ("dispatched", 3)
         assert row["dispatched_at"] is not None
         pending = await resolutions.next_pending()
@@ -278,27 +452,28 @@ class TestAdvanceAndNextPending:
     ) -> None:
         campaign_id = unique_id()
         resolutions = ResolutionRepository(audience_conn)
-        await resolutions.resolve(campaign_id, 1, 0, [await _group(audience_conn)], {})
+        await stage_and_finish(audience_conn, campaign_id, 1, 0, [await _group(audience_conn)])
 
         await resolutions.advance(campaign_id, 0)
 
-        status = await audience_conn.fetchval(
-            "SELECT status FROM resolutions WHERE campaign_id = $1", campaign_id
-        )
-        assert status == "dispatched"
+        assert (await _resolution(audience_conn, campaign_id))["status"] == "dispatched"
 
-    async def test_a_failed_campaign_is_never_pending(self, audience_conn: asyncpg.Connection) -> None:
-        campaign_id = unique_id()
-        await ResolutionRepository(audience_conn).record_failure(campaign_id, 1, 0, "broken")
-        # Older than anything else: were failures pending, this one would come first.
+    async def test_resolving_and_failed_campaigns_are_never_pending(
+        self, audience_conn: asyncpg.Connection
+    ) -> None:
+        failed, resolving = unique_id(), unique_id()
+        resolutions = ResolutionRepository(audience_conn)
+        await resolutions.record_failure(failed, 1, 0, "broken")
+        await resolutions.begin(resolving, 1, 0, {})
+        # Older than anything else: were they pending, they would come first.
         await audience_conn.execute(
-            "UPDATE resolutions SET resolved_at = now() - interval '300 years' WHERE campaign_id = $1",
-            campaign_id,
+            "UPDATE resolutions SET resolved_at = now() - interval '300 years' WHERE campaign_id = ANY($1)",
+            [failed, resolving],
         )
 
-        pending = await ResolutionRepository(audience_conn).next_pending()
+        pending = await resolutions.next_pending()
 
-        assert pending is None or pending.campaign_id != campaign_id
+        assert pending is None or pending.campaign_id not in (failed, resolving)
 
 
 class TestLockDispatch:
