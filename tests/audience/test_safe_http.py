@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import ssl
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 
@@ -47,10 +48,11 @@ class Answers:
 
 
 class Recording(httpcore.AsyncNetworkBackend):
-    """Passes connections to `inner`, noting the address each one was opened to."""
+    """Notes the address each connection was opened to; connects through `inner`, or hands out `wire`."""
 
-    def __init__(self, inner: httpcore.AsyncNetworkBackend) -> None:
+    def __init__(self, inner: httpcore.AsyncNetworkBackend, wire: Wire | None = None) -> None:
         self.inner = inner
+        self.wire = wire
         self.connected_to: list[str] = []
 
     async def connect_tcp(
@@ -62,7 +64,30 @@ class Recording(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         self.connected_to.append(host)
+        if self.wire is not None:
+            return self.wire
         return await self.inner.connect_tcp(host, port, timeout, local_address, socket_options)
+
+
+class Wire(httpcore.AsyncMockStream):
+    """A canned connection that keeps what the client wrote and the name TLS was started for."""
+
+    def __init__(self, answer: list[bytes]) -> None:
+        super().__init__(answer)
+        self.written = b""
+        self.tls_server_hostname: str | None = None
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        self.written += buffer
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's signature)
+    ) -> httpcore.AsyncNetworkStream:
+        self.tls_server_hostname = server_hostname
+        return self
 
 
 def client(
@@ -158,14 +183,18 @@ class TestPinnedBackend:
 
         assert await backend.checked_addresses("grupos.intranet", 443) == ["10.0.0.9"]
 
-    async def test_httpx_connects_to_the_checked_address(self) -> None:
-        # A canned answer stands in for the public server; what matters is where the socket went.
-        inner = Recording(httpcore.AsyncMockBackend([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", b"ok"]))
+    async def test_httpx_connects_to_the_checked_address_with_the_names_host_and_sni(self) -> None:
+        # A canned answer stands in for the public server; what matters is where the socket went,
+        # and that TLS (SNI, certificate check) and the Host header still speak of the name.
+        wire = Wire([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", b"ok"])
+        inner = Recording(httpcore.AnyIOBackend(), wire)
         async with client(Answers(["93.184.215.14"]), inner, DestinationPolicy()) as http:
-            response = await http.get("http://grupos.example.com/envio")
+            response = await http.get("https://grupos.example.com/envio")
 
         assert (response.status_code, response.text) == (200, "ok")
         assert inner.connected_to == ["93.184.215.14"]
+        assert wire.tls_server_hostname == "grupos.example.com"
+        assert b"\r\nHost: grupos.example.com\r\n" in wire.written
 
     async def test_httpx_refuses_a_name_resolving_inward(self) -> None:
         inner = Recording(httpcore.AnyIOBackend())
