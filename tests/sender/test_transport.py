@@ -2,50 +2,90 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
+from email.message import EmailMessage
+from email.utils import make_msgid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import aioboto3
 import httpx
 import pytest
+from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from botocore.exceptions import (
+    BotoCoreError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
 from moto.server import ThreadedMotoServer
 
 from devtools.smtp_sink import SmtpSink, free_port
-from services.sender.message import CompiledCampaign, build
+from services.sender.limits import ProviderLimits
 from services.sender.transport import (
+    AccountRefusedError,
+    IndeterminateSendError,
     OutgoingMail,
     PermanentSendError,
+    SendError,
     SesTransport,
+    SmtpStage,
     SmtpTransport,
+    ThrottledError,
     TransientSendError,
+    classify_ses_error,
+    classify_smtp_reply,
 )
 from shared.contracts import SesConnection, SmtpConnection
-from shared.links import LinkSigner, TrackingLinks
-from tests.sender.examples import a_campaign, a_recipient
 
 SMTP_TIMEOUT = 5.0
 AWS_REGION = "us-east-1"
 
 
 def a_mail(to: str, sender: str = "news@mailer.example") -> OutgoingMail:
-    campaign = CompiledCampaign.of(a_campaign(1))
-    mail = build(campaign, a_recipient(email=to), TrackingLinks("https://t.example", LinkSigner("k")))
+    """A small message; transports carry bytes, whatever renders them."""
+    message = EmailMessage(policy=policy.SMTP)
+    message["From"], message["To"], message["Subject"] = sender, to, "Novidades"
+    message["Message-ID"] = make_msgid(domain="mailer.example")
+    message.set_content("Olá!\n.a line that starts with a dot\n")
     return OutgoingMail(
-        envelope_from=sender, recipient=mail.recipient, data=mail.data, message_id=mail.message_id
+        envelope_from=sender, recipient=to, data=message.as_bytes(), message_id=message["Message-ID"]
     )
 
 
 @dataclass
 class RefusingSink(SmtpSink):
     """The sink, refusing recipients "hard…" (550) and "soft…" (451) and senders "blocked…" (451),
-    and noting each message's connection and raw bytes and each QUIT."""
+    answering scripted replies, dropping connections on request, and noting each message's
+    connection and raw bytes, each QUIT and how many messages were in DATA at once."""
 
     peers: list[Any] = field(default_factory=list)
     raw: list[bytes] = field(default_factory=list)
     quits: int = 0
+    # recipient -> the reply to its RCPT or to its DATA, instead of accepting.
+    rcpt_replies: dict[str, str] = field(default_factory=dict)
+    data_replies: dict[str, str] = field(default_factory=dict)
+    # recipient -> how many times to drop the connection at its RCPT, or after its message's dot.
+    drops_at_rcpt: Counter[str] = field(default_factory=Counter)
+    drops_after_data: Counter[str] = field(default_factory=Counter)
+    data_seconds: float = 0.0
+    in_data: int = 0
+    most_in_data: int = 0
+    controller_options: dict[str, Any] = field(default_factory=dict)
+
+    def start(self) -> RefusingSink:
+        """Listen, with the TLS and AUTH options of `controller_options`."""
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port, **self.controller_options)
+        self._controller.start()
+        return self
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
@@ -59,6 +99,12 @@ class RefusingSink(SmtpSink):
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
+        if self.drops_at_rcpt[address] > 0:
+            self.drops_at_rcpt[address] -= 1
+            server.transport.close()
+            return "250 OK"
+        if address in self.rcpt_replies:
+            return self.rcpt_replies[address]
         if address.startswith("hard"):
             return "550 5.1.1 user unknown"
         if address.startswith("soft"):
@@ -67,17 +113,32 @@ class RefusingSink(SmtpSink):
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.in_data += 1
+        self.most_in_data = max(self.most_in_data, self.in_data)
+        try:
+            await asyncio.sleep(self.data_seconds)
+        finally:
+            self.in_data -= 1
+        [recipient] = envelope.rcpt_tos
+        if recipient in self.data_replies:
+            return self.data_replies[recipient]
         self.peers.append(session.peer)
         self.raw.append(bytes(envelope.original_content or b""))
-        return await super().handle_DATA(server, session, envelope)
+        accepted = await super().handle_DATA(server, session, envelope)
+        if self.drops_after_data[recipient] > 0:
+            self.drops_after_data[recipient] -= 1
+            server.transport.close()
+        return accepted
 
     async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.quits += 1
         return "221 Bye"
 
 
-def smtp_transport(port: int) -> SmtpTransport:
-    return SmtpTransport(SmtpConnection(host="127.0.0.1", port=port, security="none"), None, SMTP_TIMEOUT)
+def smtp_transport(port: int, pool_size: int = 3) -> SmtpTransport:
+    return SmtpTransport(
+        SmtpConnection(host="127.0.0.1", port=port, security="none"), None, SMTP_TIMEOUT, pool_size
+    )
 
 
 @pytest.fixture
@@ -180,28 +241,175 @@ class TestSmtpTransportSend:
         finally:
             await smtp.close()
 
-    async def test_a_dropped_connection_costs_at_most_one_transient_failure(self, sink: RefusingSink) -> None:
+    async def test_a_connection_the_server_dropped_while_idle_is_replaced_without_failing(
+        self, sink: RefusingSink
+    ) -> None:
         smtp = smtp_transport(sink.port)
         try:
             await smtp.send(a_mail("ana@example.com"))
             sink.stop()
-            restarted = RefusingSink(port=sink.port)
-            restarted.start()
+            restarted = RefusingSink(port=sink.port).start()
             try:
                 mail = a_mail("bruno@example.net")
-                outcomes: list[str] = []
-                for _ in range(2):
-                    try:
-                        outcomes.append(await smtp.send(mail))
-                        break
-                    except TransientSendError:
-                        outcomes.append("transient")
-                assert outcomes[-1] == mail.message_id, outcomes
+
+                assert await smtp.send(mail) == mail.message_id
+
                 assert restarted.count_by_recipient() == {"bruno@example.net": 1}
             finally:
                 restarted.stop()
         finally:
             await smtp.close()
+
+
+class TestSmtpTransportPool:
+    async def test_sends_concurrently_over_at_most_pool_size_connections(self, sink: RefusingSink) -> None:
+        sink.data_seconds = 0.05
+        smtp = smtp_transport(sink.port, pool_size=3)
+        recipients = [f"r{n}@example.com" for n in range(12)]
+        try:
+            await asyncio.gather(*(smtp.send(a_mail(to)) for to in recipients))
+        finally:
+            await smtp.close()
+
+        assert sink.count_by_recipient() == dict.fromkeys(recipients, 1)
+        assert len(set(sink.peers)) == 3
+        assert sink.most_in_data == 3
+        assert sink.quits == 3
+
+    async def test_a_pool_of_one_sends_one_message_at_a_time(self, sink: RefusingSink) -> None:
+        sink.data_seconds = 0.02
+        smtp = smtp_transport(sink.port, pool_size=1)
+        try:
+            await asyncio.gather(*(smtp.send(a_mail(f"r{n}@example.com")) for n in range(4)))
+        finally:
+            await smtp.close()
+
+        assert len(sink.received()) == 4
+        assert len(set(sink.peers)) == 1
+        assert sink.most_in_data == 1
+
+    def test_rejects_an_empty_pool(self) -> None:
+        with pytest.raises(ValueError, match="pool_size"):
+            smtp_transport(25, pool_size=0)
+
+    async def test_a_connection_lost_before_data_is_replaced_and_the_message_sent_once(
+        self, transport: SmtpTransport, sink: RefusingSink
+    ) -> None:
+        await transport.send(a_mail("ana@example.com"))
+        sink.drops_at_rcpt["bruno@example.net"] = 1
+        mail = a_mail("bruno@example.net")
+
+        assert await transport.send(mail) == mail.message_id
+
+        assert sink.count_by_recipient() == {"ana@example.com": 1, "bruno@example.net": 1}
+        assert sink.peers[0] != sink.peers[1]
+
+    async def test_a_connection_lost_twice_before_data_is_transient(
+        self, transport: SmtpTransport, sink: RefusingSink
+    ) -> None:
+        sink.drops_at_rcpt["ana@example.com"] = 2
+
+        with pytest.raises(TransientSendError, match="connection problem") as lost:
+            await transport.send(a_mail("ana@example.com"))
+
+        assert not isinstance(lost.value, ThrottledError)
+        assert sink.received() == []
+
+    async def test_a_connection_lost_after_the_message_is_indeterminate_and_not_resent(
+        self, transport: SmtpTransport, sink: RefusingSink
+    ) -> None:
+        sink.drops_after_data["ana@example.com"] = 1
+
+        with pytest.raises(IndeterminateSendError, match="during DATA"):
+            await transport.send(a_mail("ana@example.com"))
+
+        assert sink.count_by_recipient() == {"ana@example.com": 1}
+        await transport.send(a_mail("bruno@example.net"))
+        assert sink.count_by_recipient() == {"ana@example.com": 1, "bruno@example.net": 1}
+
+
+class TestSmtpTransportReplies:
+    @pytest.mark.parametrize(
+        ("rcpt_reply", "data_reply", "error", "daily"),
+        [
+            ("550 5.1.1 user unknown", None, PermanentSendError, None),
+            ("450 4.2.0 mailbox busy", None, TransientSendError, None),
+            (None, "550 5.7.1 message content rejected", PermanentSendError, None),
+            (None, "454 Throttling failure: Maximum sending rate exceeded", ThrottledError, False),
+            (None, "454 Throttling failure: Daily message quota exceeded", ThrottledError, True),
+            (None, "421 4.7.0 Too many concurrent connections", ThrottledError, False),
+            (
+                None,
+                "554 Access denied: User is not authorized to perform ses:SendRawEmail",
+                AccountRefusedError,
+                None,
+            ),
+            (None, "554 Message rejected: Email address is not verified.", AccountRefusedError, None),
+            (None, "554 5.7.1 Sending paused for this account", AccountRefusedError, None),
+        ],
+    )
+    async def test_each_reply_becomes_its_error_with_the_reply_as_reason(
+        self,
+        transport: SmtpTransport,
+        sink: RefusingSink,
+        rcpt_reply: str | None,
+        data_reply: str | None,
+        error: type[SendError],
+        daily: bool | None,
+    ) -> None:
+        if rcpt_reply:
+            sink.rcpt_replies["ana@example.com"] = rcpt_reply
+        if data_reply:
+            sink.data_replies["ana@example.com"] = data_reply
+
+        with pytest.raises(SendError) as refused:
+            await transport.send(a_mail("ana@example.com"))
+
+        assert type(refused.value) is error
+        assert refused.value.reason == (rcpt_reply or data_reply)
+        if daily is not None:
+            assert isinstance(refused.value, ThrottledError)
+            assert refused.value.daily_quota_exceeded is daily
+        mail = a_mail("bruno@example.net")
+        assert await transport.send(mail) == mail.message_id
+
+
+class TestClassifySmtpReply:
+    @pytest.mark.parametrize(
+        ("code", "text", "stage", "error"),
+        [
+            (550, "5.1.1 user unknown", "rcpt", PermanentSendError),
+            (552, "5.3.4 message too big", "data", PermanentSendError),
+            (451, "4.7.1 try later", "rcpt", TransientSendError),
+            (454, "Temporary authentication failure", "connect", TransientSendError),
+            (454, "Throttling failure: Maximum sending rate exceeded", "data", ThrottledError),
+            (421, "4.3.2 service shutting down", "mail", ThrottledError),
+            (421, "Too many connections", "connect", ThrottledError),
+            (451, "4.7.1 rate limit exceeded, slow down", "rcpt", ThrottledError),
+            (530, "Authentication required", "mail", AccountRefusedError),
+            (534, "5.7.9 please log in with a stronger mechanism", "connect", AccountRefusedError),
+            (535, "Authentication Credentials Invalid", "connect", AccountRefusedError),
+            (535, "Account not subscribed to SES", "connect", AccountRefusedError),
+            (553, "5.7.1 sender address rejected", "mail", AccountRefusedError),
+            (554, "no SMTP service here", "connect", AccountRefusedError),
+            (554, "Account is under probation", "data", AccountRefusedError),
+            (550, "5.7.1 Relay access denied", "rcpt", AccountRefusedError),
+        ],
+    )
+    def test_classifies_by_code_text_and_stage(
+        self, code: int, text: str, stage: SmtpStage, error: type[SendError]
+    ) -> None:
+        classified = classify_smtp_reply(code, text, stage)
+
+        assert type(classified) is error
+        assert classified.reason == f"{code} {text}"
+
+    def test_only_the_daily_quota_says_so(self) -> None:
+        daily = classify_smtp_reply(454, "Throttling failure: Daily message quota exceeded", "data")
+        rate = classify_smtp_reply(454, "Throttling failure: Maximum sending rate exceeded", "data")
+
+        assert isinstance(daily, ThrottledError) and daily.daily_quota_exceeded
+        assert isinstance(rate, ThrottledError) and not rate.daily_quota_exceeded
 
 
 class TestSmtpTransportClose:
@@ -312,13 +520,32 @@ class TestSesTransportSend:
             ("news@mailer.example", "bruno@example.net"),
         ]
 
-    async def test_an_unverified_sender_is_permanent(self, ses_transport: SesTransport, aws_url: str) -> None:
-        with pytest.raises(PermanentSendError) as refused:
+    async def test_an_unverified_sender_refuses_the_account(
+        self, ses_transport: SesTransport, aws_url: str
+    ) -> None:
+        with pytest.raises(AccountRefusedError) as refused:
             await ses_transport.send(a_mail("ana@example.com", sender="news@unverified.example"))
 
         assert refused.value.reason.startswith("MessageRejected: ")
         assert "news@unverified.example" in refused.value.reason
         assert raw_messages(aws_url) == []
+
+    async def test_a_message_ses_rejects_is_permanent(
+        self, ses: Any, ses_transport: SesTransport, aws_url: str
+    ) -> None:
+        await ses.verify_email_identity(EmailAddress="news@mailer.example")
+        crowded = a_mail("ana@example.com")
+        # moto adds the To header's addresses to the destinations and refuses more than 50.
+        headers = f"From: news@mailer.example\r\nTo: {', '.join(f'r{n}@example.com' for n in range(51))}\r\n"
+        crowded = OutgoingMail(
+            crowded.envelope_from, crowded.recipient, headers.encode() + b"\r\nOla\r\n", "x"
+        )
+
+        with pytest.raises(PermanentSendError) as refused:
+            await ses_transport.send(crowded)
+
+        assert type(refused.value) is PermanentSendError
+        assert refused.value.reason == "MessageRejected: Too many recipients."
 
     async def test_an_unreachable_endpoint_is_transient(self) -> None:
         transport = SesTransport(ses_connection(f"http://127.0.0.1:{free_port()}"), "testing")
@@ -336,3 +563,152 @@ class TestSesTransportSend:
         await ses_transport.send(a_mail("bruno@example.net"))
 
         assert len(raw_messages(aws_url)) == 2
+
+
+class TestSesTransportProviderLimits:
+    async def test_reads_the_send_quota(self, ses: Any, ses_transport: SesTransport) -> None:
+        await ses.verify_email_identity(EmailAddress="news@mailer.example")
+        await ses_transport.send(a_mail("ana@example.com"))
+
+        limits = await ses_transport.provider_limits()
+
+        # moto's quota is fixed (the sandbox's 200 a day at 1/s); only SentLast24Hours moves, and it
+        # counts our destination and the To header's same address as two.
+        assert limits == ProviderLimits(max_send_rate=1.0, max_24_hour_send=200, sent_last_24_hours=2)
+
+    async def test_an_unlimited_quota_has_no_24_hour_limit(self) -> None:
+        with SesDouble(
+            200,
+            "<GetSendQuotaResponse><GetSendQuotaResult><Max24HourSend>-1.0</Max24HourSend>"
+            "<MaxSendRate>14.0</MaxSendRate><SentLast24Hours>3.0</SentLast24Hours>"
+            "</GetSendQuotaResult></GetSendQuotaResponse>",
+        ) as double:
+            transport = SesTransport(ses_connection(double.url), "testing")
+            try:
+                limits = await transport.provider_limits()
+            finally:
+                await transport.close()
+
+        assert limits == ProviderLimits(max_send_rate=14.0, max_24_hour_send=None, sent_last_24_hours=3)
+
+    async def test_an_unreadable_quota_is_unknown(self) -> None:
+        with SesDouble(
+            403, ses_error("AccessDenied", "not authorized to perform ses:GetSendQuota")
+        ) as double:
+            transport = SesTransport(ses_connection(double.url), "testing")
+            try:
+                assert await transport.provider_limits() is None
+            finally:
+                await transport.close()
+
+    async def test_smtp_has_no_provider_limits(self, transport: SmtpTransport) -> None:
+        assert await transport.provider_limits() is None
+
+
+def ses_error(code: str, message: str) -> str:
+    """An SES Query API error body."""
+    return (
+        f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message>"
+        "</Error><RequestId>r-1</RequestId></ErrorResponse>"
+    )
+
+
+class SesDouble:
+    """An HTTP server answering every SES call with one canned reply, counting the calls: the
+    errors moto never produces (throttling, paused account) come back over real HTTP."""
+
+    def __init__(self, status: int, body: str) -> None:
+        double = self
+
+        class Reply(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["Content-Length"]))
+                double.calls += 1
+                self.send_response(status)
+                self.send_header("Content-Type", "text/xml")
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.calls = 0
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Reply)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> SesDouble:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class TestSesTransportErrors:
+    @pytest.mark.parametrize(
+        ("status", "code", "message", "error", "daily"),
+        [
+            (400, "Throttling", "Maximum sending rate exceeded.", ThrottledError, False),
+            (400, "Throttling", "Daily message quota exceeded.", ThrottledError, True),
+            (400, "ThrottlingException", "Rate exceeded", ThrottledError, False),
+            (
+                400,
+                "AccountSendingPausedException",
+                "Sending paused for this account.",
+                AccountRefusedError,
+                None,
+            ),
+            (
+                400,
+                "MessageRejected",
+                "Email address is not verified. The following identities failed the check",
+                AccountRefusedError,
+                None,
+            ),
+            (
+                403,
+                "AccessDenied",
+                "User is not authorized to perform ses:SendRawEmail",
+                AccountRefusedError,
+                None,
+            ),
+            (400, "MailFromDomainNotVerifiedException", "MX record not found", AccountRefusedError, None),
+            (400, "MessageRejected", "Illegal address", PermanentSendError, None),
+            (400, "InvalidParameterValue", "Missing final '@domain'", PermanentSendError, None),
+            (500, "InternalFailure", "try again", TransientSendError, None),
+        ],
+    )
+    async def test_each_ses_error_is_sent_once_and_becomes_its_error(
+        self, status: int, code: str, message: str, error: type[SendError], daily: bool | None
+    ) -> None:
+        with SesDouble(status, ses_error(code, message)) as double:
+            transport = SesTransport(ses_connection(double.url), "testing")
+            try:
+                with pytest.raises(SendError) as refused:
+                    await transport.send(a_mail("ana@example.com"))
+            finally:
+                await transport.close()
+
+        assert type(refused.value) is error
+        assert refused.value.reason == f"{code}: {message}"
+        if daily is not None:
+            assert isinstance(refused.value, ThrottledError)
+            assert refused.value.daily_quota_exceeded is daily
+        # botocore would retry throttles and 500s by itself, hiding them from the pace.
+        assert double.calls == 1
+
+    @pytest.mark.parametrize(
+        ("exc", "error"),
+        [
+            (EndpointConnectionError(endpoint_url="http://ses"), TransientSendError),
+            (ConnectTimeoutError(endpoint_url="http://ses"), TransientSendError),
+            (ReadTimeoutError(endpoint_url="http://ses"), IndeterminateSendError),
+            (ConnectionClosedError(endpoint_url="http://ses"), IndeterminateSendError),
+            (NoCredentialsError(), TransientSendError),
+        ],
+    )
+    def test_a_failed_call_is_indeterminate_only_once_ses_may_have_the_message(
+        self, exc: BotoCoreError, error: type[SendError]
+    ) -> None:
+        assert type(classify_ses_error(exc)) is error
