@@ -214,15 +214,16 @@ class SmtpTransport:
         except aiosmtplib.SMTPResponseException as exc:
             client.close()
             raise classify_smtp_reply(exc.code, exc.message, "connect") from exc
-        except aiosmtplib.SMTPNotSupported as exc:
-            # STARTTLS or AUTH required by the settings but not offered: no message can go.
-            client.close()
-            raise AccountRefusedError(f"server does not support what the account needs: {exc}") from exc
-        except (aiosmtplib.SMTPException, OSError) as exc:
+        except OSError as exc:
+            # aiosmtplib's connection errors, disconnections and timeouts are all OSErrors.
             client.close()
             if _certificate_refused(exc):
                 raise AccountRefusedError(f"server certificate not trusted: {exc}") from exc
             raise _ConnectionLost(str(exc) or type(exc).__name__) from exc
+        except aiosmtplib.SMTPException as exc:
+            # Connected, but STARTTLS or AUTH that the settings need is not offered: no message can go.
+            client.close()
+            raise AccountRefusedError(f"server does not offer what the account needs: {exc}") from exc
         return client
 
     async def _transaction(self, client: aiosmtplib.SMTP, mail: OutgoingMail) -> None:

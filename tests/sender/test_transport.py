@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import ssl
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from email.utils import make_msgid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import aioboto3
 import httpx
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from botocore.exceptions import (
     BotoCoreError,
     ConnectionClosedError,
@@ -26,6 +30,10 @@ from botocore.exceptions import (
     NoCredentialsError,
     ReadTimeoutError,
 )
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from moto.server import ThreadedMotoServer
 
 from devtools.smtp_sink import SmtpSink, free_port
@@ -68,6 +76,8 @@ class RefusingSink(SmtpSink):
     connection and raw bytes, each QUIT and how many messages were in DATA at once."""
 
     peers: list[Any] = field(default_factory=list)
+    # per message: (was its connection encrypted, was it logged in)
+    encrypted_logins: list[tuple[bool, bool]] = field(default_factory=list)
     raw: list[bytes] = field(default_factory=list)
     quits: int = 0
     # recipient -> the reply to its RCPT or to its DATA, instead of accepting.
@@ -123,6 +133,9 @@ class RefusingSink(SmtpSink):
         if recipient in self.data_replies:
             return self.data_replies[recipient]
         self.peers.append(session.peer)
+        self.encrypted_logins.append(
+            (server.transport.get_extra_info("ssl_object") is not None, bool(session.authenticated))
+        )
         self.raw.append(bytes(envelope.original_content or b""))
         accepted = await super().handle_DATA(server, session, envelope)
         if self.drops_after_data[recipient] > 0:
@@ -412,6 +425,154 @@ class TestClassifySmtpReply:
         assert isinstance(rate, ThrottledError) and not rate.daily_quota_exceeded
 
 
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by its own key: (certificate, key) PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_file, key_file
+
+
+@dataclass(frozen=True)
+class Tls:
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
+    """A server context with a self-signed certificate and a client context that trusts it."""
+    cert_file, key_file = self_signed_certificate(tmp_path_factory.mktemp("tls"))
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_file, key_file)
+    return Tls(server, ssl.create_default_context(cafile=str(cert_file)))
+
+
+@dataclass
+class Logins:
+    """aiosmtpd's authenticator: one user, noting each mechanism used."""
+
+    mechanisms: list[str] = field(default_factory=list)
+
+    def __call__(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        self.mechanisms.append(mechanism)
+        valid = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
+            b"user",
+            b"secret",
+        )
+        return AuthResult(success=valid, handled=False)
+
+
+def secure_sink(tls: Tls, security: str, logins: Logins, **options: Any) -> RefusingSink:
+    """A sink that speaks TLS from the start ("tls") or after STARTTLS, and needs a login."""
+    if security == "tls":
+        # aiosmtpd sees only STARTTLS as TLS; with implicit TLS the whole session is encrypted.
+        options |= {"ssl_context": tls.server, "auth_require_tls": False}
+    else:
+        options |= {"tls_context": tls.server, "require_starttls": True}
+    return RefusingSink(controller_options={"authenticator": logins, "auth_required": True} | options).start()
+
+
+def secure_transport(
+    port: int,
+    security: Literal["starttls", "tls"],
+    tls: Tls,
+    password: str = "secret",
+    *,
+    trusted: bool = True,
+) -> SmtpTransport:
+    connection = SmtpConnection(host="127.0.0.1", port=port, security=security, username="user")
+    return SmtpTransport(connection, password, SMTP_TIMEOUT, tls_context=tls.client if trusted else None)
+
+
+# aiosmtpd warns about AUTH without STARTTLS; with implicit TLS the whole session is encrypted.
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+class TestSmtpTransportSecurity:
+    @pytest.mark.parametrize("security", ["starttls", "tls"])
+    @pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+    async def test_sends_encrypted_after_logging_in(
+        self, tls: Tls, security: Literal["starttls", "tls"], mechanism: str
+    ) -> None:
+        logins = Logins()
+        other = "LOGIN" if mechanism == "PLAIN" else "PLAIN"
+        sink = secure_sink(tls, security, logins, auth_exclude_mechanism=[other, "CRAM-MD5"])
+        smtp = secure_transport(sink.port, security, tls)
+        try:
+            await smtp.send(a_mail("ana@example.com"))
+            await smtp.send(a_mail("bruno@example.net"))
+        finally:
+            await smtp.close()
+            sink.stop()
+
+        assert sink.count_by_recipient() == {"ana@example.com": 1, "bruno@example.net": 1}
+        assert logins.mechanisms == [mechanism]
+        assert sink.encrypted_logins == [(True, True), (True, True)]
+
+    @pytest.mark.parametrize("security", ["starttls", "tls"])
+    async def test_a_wrong_password_refuses_the_account(
+        self, tls: Tls, security: Literal["starttls", "tls"]
+    ) -> None:
+        sink = secure_sink(tls, security, Logins())
+        smtp = secure_transport(sink.port, security, tls, password="wrong")
+        try:
+            with pytest.raises(AccountRefusedError, match=r"^535"):
+                await smtp.send(a_mail("ana@example.com"))
+        finally:
+            await smtp.close()
+            sink.stop()
+
+        assert sink.received() == []
+
+    @pytest.mark.parametrize("security", ["starttls", "tls"])
+    async def test_an_untrusted_certificate_refuses_the_account(
+        self, tls: Tls, security: Literal["starttls", "tls"]
+    ) -> None:
+        sink = secure_sink(tls, security, Logins())
+        smtp = secure_transport(sink.port, security, tls, trusted=False)
+        try:
+            with pytest.raises(AccountRefusedError, match="certificate"):
+                await smtp.send(a_mail("ana@example.com"))
+        finally:
+            await smtp.close()
+            sink.stop()
+
+        assert sink.received() == []
+
+    async def test_a_server_that_needs_a_login_refuses_an_account_without_one(self, tls: Tls) -> None:
+        sink = secure_sink(tls, "starttls", Logins())
+        connection = SmtpConnection(host="127.0.0.1", port=sink.port, security="starttls")
+        smtp = SmtpTransport(connection, None, SMTP_TIMEOUT, tls_context=tls.client)
+        try:
+            with pytest.raises(AccountRefusedError, match=r"^530"):
+                await smtp.send(a_mail("ana@example.com"))
+        finally:
+            await smtp.close()
+            sink.stop()
+
+
 class TestSmtpTransportClose:
     async def test_says_quit_to_the_server(self, transport: SmtpTransport, sink: RefusingSink) -> None:
         await transport.send(a_mail("ana@example.com"))
@@ -637,7 +798,7 @@ class SesDouble:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def __enter__(self) -> SesDouble:
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
