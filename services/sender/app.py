@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
+
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
 
 from services.sender import handlers
-from services.sender.accounts import SendingAccounts, TransportFactory, transport_factory
-from services.sender.sending import CompiledCampaigns
+from services.sender.accounts import PaceFactory, SendingAccounts, TransportFactory, transport_factory
+from services.sender.control import Control
+from services.sender.pacing import pace_factory
+from services.sender.sending import CompiledCampaigns, Sender
 from services.sender.settings import SenderSettings
 from shared.crypto import SecretBox
 from shared.links import LinkSigner, TrackingLinks
@@ -19,13 +25,26 @@ def create_app(
     *,
     tracer_provider: TracerProvider | None = None,
     make_transport: TransportFactory | None = None,
+    make_pace: PaceFactory | None = None,
 ) -> FastAPI:
-    """Build the sender service; tests may pass their own transport factory."""
+    """Build the sender service; tests may pass their own transport and pace factories."""
     settings = settings or SenderSettings()
+    control = Control()
     accounts = SendingAccounts(
         handlers.send_batch,
         make_transport or transport_factory(SecretBox(settings.SECRET_KEYS), settings.SMTP_TIMEOUT_SECONDS),
+        make_pace or pace_factory(settings.HOLD_CONSUMER_AFTER_SECONDS),
         settings.ACCOUNT_PREFETCH,
+        control,
+    )
+    sender = Sender(
+        accounts=accounts,
+        campaigns=CompiledCampaigns(),
+        control=control,
+        # Names this process in the delivery ledger: a claim by any other name whose row is still
+        # in flight was left by a process that is gone.
+        instance=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+        resend_indeterminate=settings.RESEND_INDETERMINATE,
     )
 
     async def close_accounts(_: Runtime) -> None:
@@ -37,11 +56,10 @@ def create_app(
         title="Mailer sender",
         routers=[handlers.router],
         tracer_provider=tracer_provider,
-        on_broker_started=handlers.start_known_accounts,
+        on_broker_started=handlers.start,
         on_shutdown=close_accounts,
         state={
-            "accounts": accounts,
-            "campaigns": CompiledCampaigns(),
+            "sender": sender,
             "links": TrackingLinks(settings.TRACKING_BASE_URL, LinkSigner(settings.TRACKING_SIGNING_KEYS)),
         },
     )

@@ -3,9 +3,13 @@ owns the transaction."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
 import asyncpg
 
-from shared.contracts import AccountConfigured, CampaignStarted
+from shared.contracts import AccountConfigured, CampaignStarted, Recipient
 
 # A late, older event never overwrites a newer configuration; a redelivered one is applied again.
 UPSERT_ACCOUNT = """
@@ -14,7 +18,14 @@ ON CONFLICT (account_id) DO UPDATE SET config = excluded.config, configured_at =
 WHERE accounts.configured_at <= excluded.configured_at
 RETURNING account_id
 """
-SELECT_ACCOUNTS = "SELECT config FROM accounts ORDER BY account_id"
+SELECT_ACCOUNTS = "SELECT config, paused FROM accounts ORDER BY account_id"
+# Pause and resume may arrive before the account's configuration: the row waits for it.
+SET_ACCOUNT_PAUSE = """
+UPDATE accounts SET paused = $2, pause_reason = $3, paused_until = $4, state_at = $5
+WHERE account_id = $1 AND (state_at IS NULL OR state_at <= $5)
+RETURNING paused
+"""
+SELECT_ACCOUNT_PAUSED = "SELECT paused FROM accounts WHERE account_id = $1"
 UPSERT_CAMPAIGN = """
 INSERT INTO campaigns (campaign_id, content) VALUES ($1, $2)
 ON CONFLICT (campaign_id) DO UPDATE SET content = excluded.content
@@ -23,16 +34,63 @@ CANCEL_CAMPAIGN = """
 INSERT INTO campaigns (campaign_id, cancelled) VALUES ($1, true)
 ON CONFLICT (campaign_id) DO UPDATE SET cancelled = true
 """
-SELECT_CAMPAIGN = "SELECT content, cancelled FROM campaigns WHERE campaign_id = $1"
+SELECT_CAMPAIGN = "SELECT content, cancelled, paused FROM campaigns WHERE campaign_id = $1"
+SET_CAMPAIGN_PAUSE = """
+INSERT INTO campaigns (campaign_id, paused, state_at) VALUES ($1, $2, $3)
+ON CONFLICT (campaign_id) DO UPDATE SET paused = excluded.paused, state_at = excluded.state_at
+WHERE campaigns.state_at IS NULL OR campaigns.state_at <= excluded.state_at
+"""
+# Held under the row lock, so a batch is never parked after the resume that would release it.
+LOCK_CAMPAIGN_STATE = "SELECT paused, cancelled FROM campaigns WHERE campaign_id = $1 FOR UPDATE"
+SELECT_HALTED_CAMPAIGNS = "SELECT campaign_id, paused, cancelled FROM campaigns WHERE paused OR cancelled"
+PARK_BATCH = """
+INSERT INTO parked_batches (batch_id, campaign_id, account_id, priority, body)
+VALUES ($1, $2, $3, $4, $5) ON CONFLICT (batch_id) DO NOTHING
+"""
+SELECT_PARKED = """
+SELECT batch_id, account_id, priority, body FROM parked_batches WHERE campaign_id = $1
+ORDER BY parked_at FOR UPDATE
+"""
+DELETE_PARKED = "DELETE FROM parked_batches WHERE batch_id = ANY($1::uuid[])"
 # The claim: only the first attempt of a (campaign, recipient) inserts; RETURNING tells which.
 CLAIM = """
-INSERT INTO deliveries (campaign_id, recipient_id, email, status) VALUES ($1, $2, $3, 'sending')
+INSERT INTO deliveries (campaign_id, recipient_id, email, account_id, claimed_by, status)
+VALUES ($1, $2, $3, $4, $5, 'sending')
 ON CONFLICT (campaign_id, recipient_id) DO NOTHING
+RETURNING status
+"""
+SELECT_CLAIM = "SELECT status, claimed_by FROM deliveries WHERE campaign_id = $1 AND recipient_id = $2"
+# A claim left by a process that is gone: the resend setting takes it over for this process.
+TAKE_OVER = """
+UPDATE deliveries SET claimed_by = $4, started_at = now()
+WHERE campaign_id = $1 AND recipient_id = $2 AND status = 'sending' AND claimed_by = $3
 RETURNING status
 """
 FINISH = """
 UPDATE deliveries SET status = $3, provider_message_id = $4, reason = $5, finished_at = now()
 WHERE campaign_id = $1 AND recipient_id = $2 AND status = 'sending'
+RETURNING status
+"""
+SENT_PER_MINUTE = """
+SELECT date_trunc('minute', finished_at) AS minute, count(*)::int AS sent FROM deliveries
+WHERE account_id = $1 AND status = 'sent' AND finished_at > now() - interval '24 hours'
+GROUP BY 1 ORDER BY 1
+"""
+SELECT_BLOCKED = """
+SELECT email, 'suppressed: ' || reason AS reason FROM suppressed_addresses
+WHERE email = ANY($1::text[]) AND suppressed
+UNION ALL
+SELECT email, 'unsubscribed from every campaign' FROM unsubscribed_addresses WHERE email = ANY($1::text[])
+"""
+UPSERT_SUPPRESSED = """
+INSERT INTO suppressed_addresses (email, suppressed, reason, changed_at) VALUES (lower($1), $2, $3, $4)
+ON CONFLICT (email) DO UPDATE
+SET suppressed = excluded.suppressed, reason = excluded.reason, changed_at = excluded.changed_at
+WHERE suppressed_addresses.changed_at <= excluded.changed_at
+"""
+UPSERT_UNSUBSCRIBED = """
+INSERT INTO unsubscribed_addresses (email, changed_at) VALUES (lower($1), $2)
+ON CONFLICT (email) DO NOTHING
 """
 # A transient failure gives the claim back, so the retried batch sends this recipient.
 RELEASE = "DELETE FROM deliveries WHERE campaign_id = $1 AND recipient_id = $2 AND status = 'sending'"
@@ -51,11 +109,30 @@ class AccountRepository:
         )
         return saved is not None
 
-    async def all(self) -> list[AccountConfigured]:
-        """The latest configuration of every known account."""
+    async def all(self) -> list[tuple[AccountConfigured, bool]]:
+        """The latest configuration of every known account, and whether it is paused."""
         return [
-            AccountConfigured.model_validate(r["config"]) for r in await self._conn.fetch(SELECT_ACCOUNTS)
+            (AccountConfigured.model_validate(r["config"]), bool(r["paused"]))
+            for r in await self._conn.fetch(SELECT_ACCOUNTS)
         ]
+
+    async def set_paused(
+        self, account_id: int, paused: bool, reason: str | None, until: datetime | None, at: datetime
+    ) -> bool | None:
+        """Record a pause or resume unless a newer one is stored; the account's pause state after
+        it (None if the account is unknown here, or the event was older)."""
+        result: bool | None = await self._conn.fetchval(
+            SET_ACCOUNT_PAUSE, account_id, paused, reason, until, at
+        )
+        return result
+
+    async def is_paused(self, account_id: int) -> bool:
+        """Whether the account is paused (False if unknown)."""
+        return bool(await self._conn.fetchval(SELECT_ACCOUNT_PAUSED, account_id))
+
+    async def sent_per_minute(self, account_id: int) -> list[tuple[datetime, int]]:
+        """The account's sends of the last 24 hours, counted by minute (its quota window)."""
+        return [(r["minute"], r["sent"]) for r in await self._conn.fetch(SENT_PER_MINUTE, account_id)]
 
 
 class CampaignRepository:
@@ -72,13 +149,92 @@ class CampaignRepository:
         """Remember that the campaign was cancelled (even before its content arrives)."""
         await self._conn.execute(CANCEL_CAMPAIGN, campaign_id)
 
-    async def get(self, campaign_id: int) -> tuple[CampaignStarted | None, bool]:
-        """The campaign's content (None if not received yet) and whether it is cancelled."""
+    async def get(self, campaign_id: int) -> CampaignState:
+        """The campaign's content (None if not received yet) and whether it is cancelled or paused."""
         row = await self._conn.fetchrow(SELECT_CAMPAIGN, campaign_id)
         if row is None:
-            return None, False
+            return CampaignState(None, cancelled=False, paused=False)
         content = None if row["content"] is None else CampaignStarted.model_validate(row["content"])
-        return content, bool(row["cancelled"])
+        return CampaignState(content, cancelled=bool(row["cancelled"]), paused=bool(row["paused"]))
+
+    async def set_paused(self, campaign_id: int, paused: bool, at: datetime) -> None:
+        """Record a pause or resume unless a newer one is stored."""
+        await self._conn.execute(SET_CAMPAIGN_PAUSE, campaign_id, paused, at)
+
+    async def lock_state(self, campaign_id: int) -> CampaignState:
+        """The campaign's pause and cancel state, its row locked until the transaction ends."""
+        row = await self._conn.fetchrow(LOCK_CAMPAIGN_STATE, campaign_id)
+        if row is None:
+            return CampaignState(None, cancelled=False, paused=False)
+        return CampaignState(None, cancelled=bool(row["cancelled"]), paused=bool(row["paused"]))
+
+    async def halted(self) -> list[CampaignState]:
+        """Every campaign paused or cancelled (content not loaded)."""
+        return [
+            CampaignState(None, cancelled=r["cancelled"], paused=r["paused"], campaign_id=r["campaign_id"])
+            for r in await self._conn.fetch(SELECT_HALTED_CAMPAIGNS)
+        ]
+
+    async def park(
+        self, batch_id: UUID, campaign_id: int, account_id: int, priority: int, body: bytes
+    ) -> None:
+        """Set a paused campaign's batch aside until the campaign is resumed."""
+        await self._conn.execute(PARK_BATCH, batch_id, campaign_id, account_id, priority, body)
+
+    async def parked(self, campaign_id: int) -> list[ParkedBatch]:
+        """The batches set aside for the campaign, oldest first, locked until the transaction ends."""
+        return [
+            ParkedBatch(r["batch_id"], r["account_id"], r["priority"], bytes(r["body"]))
+            for r in await self._conn.fetch(SELECT_PARKED, campaign_id)
+        ]
+
+    async def unpark(self, batch_ids: list[UUID]) -> None:
+        """Forget batches published again."""
+        await self._conn.execute(DELETE_PARKED, batch_ids)
+
+
+@dataclass(frozen=True)
+class CampaignState:
+    """What the sender knows of a campaign."""
+
+    content: CampaignStarted | None
+    cancelled: bool
+    paused: bool
+    campaign_id: int | None = None
+
+
+@dataclass(frozen=True)
+class ParkedBatch:
+    """A SendBatch of a paused campaign, as it was received."""
+
+    batch_id: UUID
+    account_id: int
+    priority: int
+    body: bytes
+
+
+class AddressRepository:
+    """Sender's copies of the suppression list and of the global unsubscribes."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def suppress(self, email: str, reason: str, at: datetime) -> None:
+        """No account sends to this address any more."""
+        await self._conn.execute(UPSERT_SUPPRESSED, email, True, reason, at)
+
+    async def unsuppress(self, email: str, at: datetime) -> None:
+        """An admin lifted the suppression (unless a newer one is stored)."""
+        await self._conn.execute(UPSERT_SUPPRESSED, email, False, "lifted", at)
+
+    async def unsubscribe(self, email: str, at: datetime) -> None:
+        """The address left every future campaign."""
+        await self._conn.execute(UPSERT_UNSUBSCRIBED, email, at)
+
+    async def blocked(self, recipients: list[Recipient]) -> dict[str, str]:
+        """Of these recipients, the lower-cased addresses that must be skipped, with the reason."""
+        rows = await self._conn.fetch(SELECT_BLOCKED, [r.email.lower() for r in recipients])
+        return {r["email"]: r["reason"] for r in rows}
 
 
 class DeliveryRepository:
@@ -87,9 +243,20 @@ class DeliveryRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
-    async def claim(self, campaign_id: int, recipient_id: int, email: str) -> bool:
-        """Record that this recipient is being sent to; False if it was claimed before."""
-        return await self._conn.fetchval(CLAIM, campaign_id, recipient_id, email) is not None
+    async def claim(
+        self, campaign_id: int, recipient_id: int, email: str, account_id: int, claimer: str
+    ) -> Claim:
+        """Record that `claimer` is sending to this recipient, or say who did before."""
+        if await self._conn.fetchval(CLAIM, campaign_id, recipient_id, email, account_id, claimer):
+            return Claim(True, "sending", claimer)
+        row = await self._conn.fetchrow(SELECT_CLAIM, campaign_id, recipient_id)
+        return Claim(False, row["status"], row["claimed_by"])
+
+    async def take_over(
+        self, campaign_id: int, recipient_id: int, previous: str | None, claimer: str
+    ) -> bool:
+        """Take over a claim left by a process that is gone; False if someone else did."""
+        return await self._conn.fetchval(TAKE_OVER, campaign_id, recipient_id, previous, claimer) is not None
 
     async def finish(
         self,
@@ -98,10 +265,24 @@ class DeliveryRepository:
         status: str,
         provider_message_id: str | None,
         reason: str | None,
-    ) -> None:
-        """Complete a claimed delivery with its outcome."""
-        await self._conn.execute(FINISH, campaign_id, recipient_id, status, provider_message_id, reason)
+    ) -> bool:
+        """Complete a claimed delivery with its outcome; False if it is no longer in flight (another
+        process judged it indeterminate meanwhile)."""
+        done = await self._conn.fetchval(
+            FINISH, campaign_id, recipient_id, status, provider_message_id, reason
+        )
+        return done is not None
 
     async def release(self, campaign_id: int, recipient_id: int) -> None:
         """Give back a claim whose send did not happen, so a retry sends it."""
         await self._conn.execute(RELEASE, campaign_id, recipient_id)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of claiming a delivery: `won` if this process may send it now; otherwise the
+    delivery's status and the process that claimed it."""
+
+    won: bool
+    status: str
+    claimed_by: str | None

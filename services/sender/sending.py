@@ -2,23 +2,45 @@
 
 The ledger row is written (committed) before the provider is called and completed after, with
 the outcome event in the same transaction. A redelivered batch finds its recipients claimed and
-does not send them again. A transient failure gives the claim back and retries the batch later.
+does not send them again. A claim left by a process that died during the send is reported
+`indeterminate` (the message may have left) and not sent again, unless the sender is set to
+resend. Up to `max_connections` recipients of a batch are in flight at once.
+
+Before each message the batch checks that nothing stopped it: the account paused or held, the
+campaign paused, a transient failure, or its broker channel gone. What it did not send then goes
+back: to the queue (account stopped), aside until resume (campaign paused), or to a retry tier.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
+from faststream.exceptions import NackMessage
+from faststream.rabbit.message import RabbitMessage
 from opentelemetry.trace import SpanKind, Tracer
 
 from services.sender import repository as sender_repo
 from services.sender.accounts import SendingAccount, SendingAccounts
+from services.sender.control import Control, Halt, RunningBatch
 from services.sender.message import CompiledCampaign, build
-from services.sender.transport import PermanentSendError, TransientSendError
+from services.sender.transport import (
+    AccountRefusedError,
+    IndeterminateSendError,
+    PermanentSendError,
+    SendError,
+    ThrottledError,
+)
 from shared import outbox
 from shared.contracts import (
+    AccountPaused,
     CampaignStarted,
     MessageFailed,
+    MessageIndeterminate,
     MessageSent,
     MessageSkipped,
     Recipient,
@@ -29,7 +51,10 @@ from shared.errors import RetryLater
 from shared.personalisation import TemplateProblem
 from shared.service import Runtime
 
+log = logging.getLogger(__name__)
+
 _COMPILED_CAMPAIGNS = 64
+INDETERMINATE_REASON = "the sender stopped during the SMTP transaction: the message may have been delivered"
 
 
 class CompiledCampaigns:
@@ -52,95 +77,264 @@ class CompiledCampaigns:
         return compiled
 
 
-async def send_batch(
-    runtime: Runtime, accounts: SendingAccounts, campaigns: CompiledCampaigns, batch: SendBatch
-) -> None:
-    """Send every recipient of the batch that was not sent before."""
-    account = accounts.get(batch.account_id)
+@dataclass(frozen=True)
+class Sender:
+    """What sending needs besides the runtime."""
+
+    accounts: SendingAccounts
+    campaigns: CompiledCampaigns
+    control: Control
+    instance: str
+    resend_indeterminate: bool
+
+
+async def send_batch(runtime: Runtime, sender: Sender, batch: SendBatch, message: RabbitMessage) -> None:
+    """Send every recipient of the batch that was not sent before (see the module docstring)."""
+    account = sender.accounts.get(batch.account_id)
+    if account.halted is not None:
+        # Delivered before the consumer stopped: back to the queue for when the account resumes.
+        raise NackMessage()
     async with runtime.pool.acquire() as conn:
-        content, cancelled = await sender_repo.CampaignRepository(conn).get(batch.campaign_id)
-    if content is None:
+        state = await sender_repo.CampaignRepository(conn).get(batch.campaign_id)
+        blocked = await sender_repo.AddressRepository(conn).blocked(batch.recipients)
+    if state.content is None:
         raise RetryLater(f"campaign {batch.campaign_id}: content not received yet")
-    compiled = campaigns.get(content)
-    for recipient in batch.recipients:
-        await _deliver(runtime, account, batch, recipient, compiled, cancelled)
-
-
-async def _deliver(
-    runtime: Runtime,
-    account: SendingAccount,
-    batch: SendBatch,
-    recipient: Recipient,
-    compiled: CompiledCampaign | TemplateProblem,
-    cancelled: bool,
-) -> None:
-    async with runtime.transaction() as conn:
-        if not await sender_repo.DeliveryRepository(conn).claim(
-            batch.campaign_id, recipient.recipient_id, recipient.email
-        ):
-            return
-    if cancelled:
-        await _finish(runtime, batch, recipient, "skipped", reason="campaign cancelled")
+    if (state.paused or sender.control.is_paused(batch.campaign_id)) and await _park(runtime, batch, message):
         return
+    running = sender.control.begin(batch.campaign_id, batch.account_id)
     try:
-        if isinstance(compiled, TemplateProblem):
-            raise compiled
-        mail = build(compiled, recipient, runtime.state["links"])
-    except TemplateProblem as problem:
-        await _finish(runtime, batch, recipient, "failed", reason=f"template error: {problem}")
-        return
-    except ValueError as problem:
-        # An address no message can carry (a line break, no domain...). Left uncaught, the claim
-        # stayed 'sending' for ever: the retried batch skipped it and the campaign never completed.
-        await _finish(runtime, batch, recipient, "failed", reason=f"invalid message: {problem}")
-        return
-    await account.bucket.acquire()
-    try:
-        with _tracer(runtime).start_as_current_span(
-            f"{account.config.transport} send",
-            kind=SpanKind.CLIENT,
-            attributes={"mailer.account_id": batch.account_id, "mailer.delivery": mail.message_id},
-        ):
-            provider_message_id = await account.transport.send(mail)
-    except PermanentSendError as exc:
-        await _finish(runtime, batch, recipient, "failed", reason=exc.reason)
-    except TransientSendError as exc:
-        async with runtime.transaction() as conn:
-            await sender_repo.DeliveryRepository(conn).release(batch.campaign_id, recipient.recipient_id)
-        raise RetryLater(exc.reason) from exc
-    else:
-        await _finish(runtime, batch, recipient, "sent", provider_message_id=provider_message_id)
-
-
-def _tracer(runtime: Runtime) -> Tracer:
-    return runtime.tracer_provider.get_tracer("mailer.sender")
-
-
-async def _finish(
-    runtime: Runtime,
-    batch: SendBatch,
-    recipient: Recipient,
-    status: str,
-    *,
-    provider_message_id: str | None = None,
-    reason: str | None = None,
-) -> None:
-    common = {
-        "campaign_id": batch.campaign_id,
-        "account_id": batch.account_id,
-        "recipient_id": recipient.recipient_id,
-        "email": recipient.email,
-        "name": recipient.name,
-    }
-    event: MessageSent | MessageFailed | MessageSkipped
-    if status == "sent":
-        event = MessageSent(**common, provider_message_id=provider_message_id or "", sent_at=utc_now())
-    elif status == "failed":
-        event = MessageFailed(**common, reason=reason or "")
-    else:
-        event = MessageSkipped(**common, reason=reason or "")
-    async with runtime.transaction() as conn:
-        await sender_repo.DeliveryRepository(conn).finish(
-            batch.campaign_id, recipient.recipient_id, status, provider_message_id, reason
+        work = _BatchWork(
+            runtime, sender, account, batch, sender.campaigns.get(state.content), blocked, running
         )
-        await outbox.add_event(conn, event)
+        work.channel_closed = lambda: bool(message.raw_message.channel.is_closed)
+        await work.run()
+    finally:
+        sender.control.end(running)
+    if running.reason is None:
+        return
+    if running.reason is Halt.CAMPAIGN_PAUSED and await _park(runtime, batch, message):
+        return
+    if running.reason is Halt.RETRY:
+        raise RetryLater(work.retry_reason or "transient failure")
+    # Account paused or held, campaign resumed meanwhile, channel gone: the queue keeps it.
+    raise NackMessage()
+
+
+async def _park(runtime: Runtime, batch: SendBatch, message: RabbitMessage) -> bool:
+    """Set the paused campaign's batch aside (acknowledged); False if it was resumed meanwhile."""
+    async with runtime.transaction() as conn:
+        campaigns = sender_repo.CampaignRepository(conn)
+        if not (await campaigns.lock_state(batch.campaign_id)).paused:
+            return False
+        await campaigns.park(
+            batch.event_id,
+            batch.campaign_id,
+            batch.account_id,
+            message.raw_message.priority or 0,
+            message.body,
+        )
+    log.info("batch set aside: campaign paused", extra={"campaign_id": batch.campaign_id})
+    return True
+
+
+class _BatchWork:
+    """The recipients of one batch, sent by up to `max_connections` workers."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        sender: Sender,
+        account: SendingAccount,
+        batch: SendBatch,
+        compiled: CompiledCampaign | TemplateProblem,
+        blocked: dict[str, str],
+        running: RunningBatch,
+    ) -> None:
+        self._runtime = runtime
+        self._sender = sender
+        self._account = account
+        self._batch = batch
+        self._compiled = compiled
+        self._blocked = blocked
+        self._running = running
+        self._pending = iter(batch.recipients)
+        self.retry_reason: str | None = None
+        # Once the channel is gone the batch goes back to the queue, to this replica or another:
+        # sending on would race the one that gets it.
+        self.channel_closed: Callable[[], bool] = lambda: False
+
+    async def run(self) -> None:
+        workers = min(self._account.config.max_connections, len(self._batch.recipients))
+        await asyncio.gather(*(self._work() for _ in range(workers)))
+
+    async def _work(self) -> None:
+        while self._running.reason is None:
+            recipient = next(self._pending, None)
+            if recipient is None:
+                return
+            await self._deliver(recipient)
+
+    def _stopped(self) -> bool:
+        if self._running.reason is None and self._sender.control.is_paused(self._batch.campaign_id):
+            self._running.halt(Halt.CAMPAIGN_PAUSED)
+        if self._running.reason is None and self.channel_closed():
+            self._running.halt(Halt.CONNECTION_LOST)
+        return self._running.reason is not None
+
+    async def _deliver(self, recipient: Recipient) -> None:
+        if not await self._claim(recipient):
+            return
+        batch = self._batch
+        if self._sender.control.is_cancelled(batch.campaign_id):
+            await self._finish(recipient, "skipped", reason="campaign cancelled")
+            return
+        block = self._blocked.get(recipient.email.lower())
+        if block is not None:
+            await self._finish(recipient, "skipped", reason=block)
+            return
+        try:
+            if isinstance(self._compiled, TemplateProblem):
+                raise self._compiled
+            mail = build(self._compiled, recipient, self._runtime.state["links"])
+        except TemplateProblem as problem:
+            await self._finish(recipient, "failed", reason=f"template error: {problem}")
+            return
+        except ValueError as problem:
+            # An address no message can carry (a line break, no domain...).
+            await self._finish(recipient, "failed", reason=f"invalid message: {problem}")
+            return
+        while True:
+            if not await self._slot():
+                await self._release(recipient)
+                return
+            try:
+                with self._tracer().start_as_current_span(
+                    f"{self._account.config.transport} send",
+                    kind=SpanKind.CLIENT,
+                    attributes={"mailer.account_id": batch.account_id, "mailer.delivery": mail.message_id},
+                ):
+                    provider_message_id = await self._account.transport.send(mail)
+            except ThrottledError as exc:
+                # Account-wide: the pace holds every worker of the account; this one tries again.
+                log.warning("provider throttles the account", extra={"account_id": batch.account_id})
+                self._account.pace.release()
+                self._account.pace.throttled(exc.daily_quota_exceeded)
+                continue
+            except SendError as exc:
+                self._account.pace.release()
+                await self._not_sent(recipient, exc)
+                return
+            self._account.pace.record_sent()
+            await self._finish(recipient, "sent", provider_message_id=provider_message_id)
+            return
+
+    async def _not_sent(self, recipient: Recipient, exc: SendError) -> None:
+        """Record why the provider did not take the message, and stop the batch if it must."""
+        if isinstance(exc, AccountRefusedError):
+            await self._release(recipient)
+            await self._refused(exc.reason)
+        elif isinstance(exc, IndeterminateSendError):
+            await self._finish(recipient, "indeterminate", reason=exc.reason)
+        elif isinstance(exc, PermanentSendError):
+            await self._finish(recipient, "failed", reason=exc.reason)
+        else:
+            await self._release(recipient)
+            self.retry_reason = exc.reason
+            self._running.halt(Halt.RETRY)
+
+    async def _slot(self) -> bool:
+        """Wait for the account's next send slot; False if the batch was stopped meanwhile (the
+        check comes after the wait: a pause during it stops this message)."""
+        if self._stopped():
+            return False
+        acquire = asyncio.ensure_future(self._account.pace.acquire())
+        stopped = asyncio.ensure_future(self._running.stopped.wait())
+        await asyncio.wait({acquire, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (acquire, stopped):
+            task.cancel()
+        got_slot = acquire.done() and not acquire.cancelled()
+        if got_slot and acquire.exception() is not None:
+            raise acquire.exception()  # type: ignore[misc]
+        if got_slot and self._stopped():
+            self._account.pace.release()
+            return False
+        return got_slot
+
+    async def _claim(self, recipient: Recipient) -> bool:
+        """True if this process may send to the recipient now."""
+        batch, instance = self._batch, self._sender.instance
+        async with self._runtime.transaction() as conn:
+            deliveries = sender_repo.DeliveryRepository(conn)
+            claim = await deliveries.claim(
+                batch.campaign_id, recipient.recipient_id, recipient.email, batch.account_id, instance
+            )
+            if claim.won:
+                return True
+            if claim.status != "sending" or claim.claimed_by == instance:
+                # Done before, or in flight in this very process (a batch delivered twice).
+                return False
+            # A claim of a process that is gone: its send may or may not have happened.
+            if self._sender.resend_indeterminate:
+                return await deliveries.take_over(
+                    batch.campaign_id, recipient.recipient_id, claim.claimed_by, instance
+                )
+        await self._finish(recipient, "indeterminate", reason=INDETERMINATE_REASON)
+        return False
+
+    async def _release(self, recipient: Recipient) -> None:
+        """Give back a claim whose send did not happen, so a later attempt sends it."""
+        async with self._runtime.transaction() as conn:
+            await sender_repo.DeliveryRepository(conn).release(
+                self._batch.campaign_id, recipient.recipient_id
+            )
+
+    async def _refused(self, reply: str) -> None:
+        """The provider refuses the account itself (authentication, identity, sending paused):
+        not the recipients' fault. Pause the account here at once and tell everyone."""
+        account_id = self._batch.account_id
+        log.error(
+            "provider refuses the account: pausing it", extra={"account_id": account_id, "reply": reply}
+        )
+        async with self._runtime.transaction() as conn:
+            await outbox.add_event(
+                conn,
+                AccountPaused(account_id=account_id, reason=f"provider refused: {reply}", source="sender"),
+            )
+        self._running.halt(Halt.ACCOUNT_PAUSED)
+        await self._sender.accounts.set_paused(account_id, True)
+
+    def _tracer(self) -> Tracer:
+        return self._runtime.tracer_provider.get_tracer("mailer.sender")
+
+    async def _finish(
+        self,
+        recipient: Recipient,
+        status: str,
+        *,
+        provider_message_id: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        batch = self._batch
+        common: dict[str, Any] = {
+            "campaign_id": batch.campaign_id,
+            "account_id": batch.account_id,
+            "recipient_id": recipient.recipient_id,
+            "email": recipient.email,
+            "name": recipient.name,
+        }
+        event: MessageSent | MessageFailed | MessageSkipped | MessageIndeterminate
+        if status == "sent":
+            event = MessageSent(**common, provider_message_id=provider_message_id or "", sent_at=utc_now())
+        elif status == "failed":
+            event = MessageFailed(**common, reason=reason or "")
+        elif status == "indeterminate":
+            event = MessageIndeterminate(**common, reason=reason or "")
+        else:
+            event = MessageSkipped(**common, reason=reason or "")
+        async with self._runtime.transaction() as conn:
+            finished = await sender_repo.DeliveryRepository(conn).finish(
+                batch.campaign_id, recipient.recipient_id, status, provider_message_id, reason
+            )
+            # Not finished: another process judged it indeterminate meanwhile and reported that.
+            if finished:
+                await outbox.add_event(conn, event)

@@ -27,6 +27,7 @@ from shared.contracts import (
     Event,
     Message,
     MessageFailed,
+    MessageIndeterminate,
     MessageSent,
     MessageSkipped,
     SendBatch,
@@ -53,7 +54,7 @@ class RunningSender:
 
     @property
     def accounts(self) -> SendingAccounts:
-        accounts: SendingAccounts = self.runtime.state["accounts"]
+        accounts: SendingAccounts = self.runtime.state["sender"].accounts
         return accounts
 
     def served(self, account_id: int) -> SendingAccount | None:
@@ -84,7 +85,7 @@ class RunningSender:
         async def started() -> SendingAccount:
             served = self.served(account.account_id)
             assert served is not None and served.config == account, f"not served with {account}"
-            assert served.subscriber is not None, "consumer not started yet"
+            assert served.consuming, "consumer not started yet"
             return served
 
         return await eventually(started)
@@ -145,7 +146,7 @@ async def sender(
 
 
 _DELIVERY_EVENTS: dict[str, type[DeliveryEvent]] = {
-    event.routing_key: event for event in (MessageSent, MessageFailed, MessageSkipped)
+    event.routing_key: event for event in (MessageSent, MessageFailed, MessageSkipped, MessageIndeterminate)
 }
 
 

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import Counter
 
-from services.sender.transport import OutgoingMail, PermanentSendError, TransientSendError
+from services.sender.limits import ProviderLimits
+from services.sender.transport import (
+    AccountRefusedError,
+    IndeterminateSendError,
+    OutgoingMail,
+    PermanentSendError,
+    ThrottledError,
+    TransientSendError,
+)
 from shared.contracts import AccountConfigured
 
 PERMANENT_REPLY = "550 5.1.1 user unknown"
 TRANSIENT_REPLY = "451 4.7.1 try later"
+THROTTLED_REPLY = "454 Throttling failure: Maximum sending rate exceeded."
+REFUSED_REPLY = "535 Authentication Credentials Invalid"
 
 
 class RecordingTransport:
@@ -23,14 +35,29 @@ class RecordingTransport:
     async def send(self, mail: OutgoingMail) -> str:
         """Refuse as told, else keep the mail and answer a provider id."""
         assert not self.closed, "send on a closed transport"
-        self._factory.attempts[mail.recipient] += 1
-        if mail.recipient in self._factory.permanent:
+        factory = self._factory
+        factory.attempts[mail.recipient] += 1
+        if factory.send_seconds:
+            await asyncio.sleep(factory.send_seconds)
+        if mail.recipient in factory.permanent:
             raise PermanentSendError(PERMANENT_REPLY)
-        if self._factory.transient[mail.recipient] > 0:
-            self._factory.transient[mail.recipient] -= 1
+        if mail.recipient in factory.account_refused:
+            raise AccountRefusedError(REFUSED_REPLY)
+        if mail.recipient in factory.indeterminate:
+            raise IndeterminateSendError("connection lost after the message data was sent")
+        if factory.throttled[mail.recipient] > 0:
+            factory.throttled[mail.recipient] -= 1
+            raise ThrottledError(THROTTLED_REPLY, daily_quota_exceeded=False)
+        if factory.transient[mail.recipient] > 0:
+            factory.transient[mail.recipient] -= 1
             raise TransientSendError(TRANSIENT_REPLY)
         self.sent.append(mail)
+        factory.sent_at.append(time.monotonic())
         return f"fake-{self.config.account_id}-{mail.recipient}"
+
+    async def provider_limits(self) -> ProviderLimits | None:
+        """Like an SMTP server: no limits of its own."""
+        return None
 
     async def close(self) -> None:
         """Remember that it was closed."""
@@ -45,6 +72,12 @@ class RecordingTransports:
         self.permanent: set[str] = set()
         self.transient: Counter[str] = Counter()
         self.attempts: Counter[str] = Counter()
+        self.account_refused: set[str] = set()
+        self.indeterminate: set[str] = set()
+        self.throttled: Counter[str] = Counter()
+        # How long each send takes, and when each one ended (time.monotonic()).
+        self.send_seconds = 0.0
+        self.sent_at: list[float] = []
 
     def __call__(self, config: AccountConfigured) -> RecordingTransport:
         transport = RecordingTransport(config, self)
@@ -58,6 +91,18 @@ class RecordingTransports:
     def refuse_transiently(self, email: str, times: int = 1) -> None:
         """The next `times` sends to `email` fail with a 4xx."""
         self.transient[email] += times
+
+    def refuse_account_on(self, email: str) -> None:
+        """A send to `email` gets an authentication refusal (the account's fault, not the recipient's)."""
+        self.account_refused.add(email)
+
+    def lose_connection_after_data(self, email: str) -> None:
+        """A send to `email` dies after the message data was sent: it may have been delivered."""
+        self.indeterminate.add(email)
+
+    def throttle(self, email: str, times: int = 1) -> None:
+        """The next `times` sends to `email` get the provider's throttling reply."""
+        self.throttled[email] += times
 
     def of(self, account_id: int) -> list[RecordingTransport]:
         """The transports made for an account, oldest first."""

@@ -1,0 +1,114 @@
+"""A sender killed (SIGKILL) several times during a real campaign: every recipient gets exactly
+one message, except those reported indeterminate, and none is lost.
+
+Five services as real processes, real PostgreSQL and RabbitMQ, and a local SMTP sink that counts
+what each recipient received.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+import httpx
+import pytest
+
+from devtools.smtp_sink import SmtpSink
+from devtools.stack import Stack
+
+pytestmark = pytest.mark.connected
+
+RECIPIENTS = 400
+RATE = 40.0
+KILLS = 3
+
+
+def _until(check: Any, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.2)
+
+
+def _all_results(api: httpx.Client, campaign_id: int) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        page = api.get(f"/campaigns/{campaign_id}/results", params={"after": after, "limit": 1000}).json()
+        results += page["items"]
+        if page["next_after"] is None:
+            return results
+        after = page["next_after"]
+
+
+def test_killing_the_sender_mid_campaign_neither_loses_nor_duplicates(stack: Stack, sink: SmtpSink) -> None:
+    api = httpx.Client(base_url=f"{stack.url('campaign')}/api/v1", timeout=15)
+    account = api.post(
+        "/accounts",
+        json={
+            "name": "Sink",
+            "transport": "smtp",
+            "smtp": {"host": "127.0.0.1", "port": sink.port, "security": "none"},
+            "rate_per_second": RATE,
+        },
+    ).json()
+    sender = api.post(
+        "/sender-addresses",
+        json={"account_id": account["account_id"], "name": "Mailer", "email": "news@mailer.example"},
+    ).json()
+    members = [{"email": f"pessoa{i}@example.com", "name": f"Pessoa {i}"} for i in range(RECIPIENTS)]
+    group = api.post("/groups", json={"name": "Todos", "members": members}).json()
+    campaign = api.post(
+        "/campaigns",
+        json={
+            "name": "Resistente",
+            "sender_address_id": sender["sender_address_id"],
+            "group_ids": [group["group_id"]],
+            "subject": "Olá, {{ nome }}",
+            "html": "<p>Olá {{ nome }}</p>",
+        },
+    ).json()
+    campaign_id = campaign["campaign_id"]
+    assert api.post(f"/campaigns/{campaign_id}/start").status_code == 202
+
+    for kill in range(KILLS):
+        # Let it send a while, then crash it mid-batch and bring it back.
+        floor = (kill + 1) * RECIPIENTS // (KILLS + 2)
+        assert _until(lambda floor=floor: len(sink.received()) >= floor, timeout=60), len(sink.received())
+        stack.kill("sender")
+        stack.start("sender")
+        stack.wait_ready(timeout=60)
+
+    def completed() -> dict[str, Any] | None:
+        body: dict[str, Any] = api.get(f"/campaigns/{campaign_id}").json()
+        return body if body["status"] == "completed" else None
+
+    final = _until(completed, timeout=120)
+    assert final, api.get(f"/campaigns/{campaign_id}").json()
+
+    received: Counter[str] = sink.count_by_recipient()
+    results = {r["email"]: r for r in _all_results(api, campaign_id)}
+    expected = {m["email"] for m in members}
+    assert set(results) == expected, "every recipient has an outcome"
+    duplicated = {email: n for email, n in received.items() if n > 1}
+    assert duplicated == {}
+    indeterminate = {email for email, r in results.items() if r["status"] == "indeterminate"}
+    never = expected - set(received)
+    # Not received: only those reported indeterminate (the crash hit their SMTP transaction).
+    assert never <= indeterminate, never - indeterminate
+    assert {email for email, r in results.items() if r["status"] == "sent"} <= set(received)
+    # At most the sends in flight per crash are in doubt.
+    assert len(indeterminate) <= KILLS * 3, indeterminate
+    assert (final["sent"], final["indeterminate"], final["failed"], final["skipped"]) == (
+        RECIPIENTS - len(indeterminate),
+        len(indeterminate),
+        0,
+        0,
+    )
+    print(
+        f"recipients {RECIPIENTS}, delivered once {sum(1 for n in received.values() if n == 1)}, "
+        f"twice {len(duplicated)}, never {len(never)}, indeterminate {len(indeterminate)}"
+    )
