@@ -80,6 +80,9 @@ class SendingAccount:
     subscriber: Any = None
     halted: Halt | None = None
     consuming: bool = False
+    # One batch at a time per account: the prefetched one waits here, so at most
+    # `max_connections` messages are in flight (and in doubt if the process dies).
+    sending: asyncio.Lock = field(default_factory=asyncio.Lock)
     _resume_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 

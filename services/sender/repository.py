@@ -59,6 +59,7 @@ VALUES ($1, $2, $3, $4, $5, 'sending')
 ON CONFLICT (campaign_id, recipient_id) DO NOTHING
 RETURNING status
 """
+SELECT_SEEN = "SELECT recipient_id FROM deliveries WHERE campaign_id = $1 AND recipient_id = ANY($2::int[])"
 SELECT_CLAIM = "SELECT status, claimed_by FROM deliveries WHERE campaign_id = $1 AND recipient_id = $2"
 # A claim left by a process that is gone: the resend setting takes it over for this process.
 TAKE_OVER = """
@@ -251,6 +252,10 @@ class DeliveryRepository:
             return Claim(True, "sending", claimer)
         row = await self._conn.fetchrow(SELECT_CLAIM, campaign_id, recipient_id)
         return Claim(False, row["status"], row["claimed_by"])
+
+    async def seen(self, campaign_id: int, recipient_ids: list[int]) -> set[int]:
+        """Of these recipients, those that have a delivery row (claimed before)."""
+        return {r["recipient_id"] for r in await self._conn.fetch(SELECT_SEEN, campaign_id, recipient_ids)}
 
     async def take_over(
         self, campaign_id: int, recipient_id: int, previous: str | None, claimer: str

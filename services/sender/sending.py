@@ -31,6 +31,7 @@ from services.sender.message import CompiledCampaign, build
 from services.sender.transport import (
     AccountRefusedError,
     IndeterminateSendError,
+    OutgoingMail,
     PermanentSendError,
     SendError,
     ThrottledError,
@@ -91,6 +92,13 @@ class Sender:
 async def send_batch(runtime: Runtime, sender: Sender, batch: SendBatch, message: RabbitMessage) -> None:
     """Send every recipient of the batch that was not sent before (see the module docstring)."""
     account = sender.accounts.get(batch.account_id)
+    async with account.sending:
+        await _send_batch(runtime, sender, account, batch, message)
+
+
+async def _send_batch(
+    runtime: Runtime, sender: Sender, account: SendingAccount, batch: SendBatch, message: RabbitMessage
+) -> None:
     if account.halted is not None:
         # Delivered before the consumer stopped: back to the queue for when the account resumes.
         raise NackMessage()
@@ -158,12 +166,17 @@ class _BatchWork:
         self._blocked = blocked
         self._running = running
         self._pending = iter(batch.recipients)
+        self._seen: set[int] = set()
         self.retry_reason: str | None = None
         # Once the channel is gone the batch goes back to the queue, to this replica or another:
         # sending on would race the one that gets it.
         self.channel_closed: Callable[[], bool] = lambda: False
 
     async def run(self) -> None:
+        async with self._runtime.pool.acquire() as conn:
+            self._seen = await sender_repo.DeliveryRepository(conn).seen(
+                self._batch.campaign_id, [r.recipient_id for r in self._batch.recipients]
+            )
         workers = min(self._account.config.max_connections, len(self._batch.recipients))
         await asyncio.gather(*(self._work() for _ in range(workers)))
 
@@ -182,43 +195,46 @@ class _BatchWork:
         return self._running.reason is not None
 
     async def _deliver(self, recipient: Recipient) -> None:
-        if not await self._claim(recipient):
-            return
-        batch = self._batch
-        if self._sender.control.is_cancelled(batch.campaign_id):
-            await self._finish(recipient, "skipped", reason="campaign cancelled")
-            return
-        block = self._blocked.get(recipient.email.lower())
-        if block is not None:
-            await self._finish(recipient, "skipped", reason=block)
-            return
-        try:
-            if isinstance(self._compiled, TemplateProblem):
-                raise self._compiled
-            mail = build(self._compiled, recipient, self._runtime.state["links"])
-        except TemplateProblem as problem:
-            await self._finish(recipient, "failed", reason=f"template error: {problem}")
-            return
-        except ValueError as problem:
-            # An address no message can carry (a line break, no domain...).
-            await self._finish(recipient, "failed", reason=f"invalid message: {problem}")
+        # A recipient seen before (a redelivered batch) is settled by its claim first: no slot is
+        # spent on what was sent. A new one is claimed only once its slot has come, so a crash
+        # leaves in doubt only what was truly between claim and outcome.
+        claimed = False
+        if recipient.recipient_id in self._seen:
+            if not await self._claim(recipient):
+                return
+            claimed = True
+        prepared = self._prepare(recipient)
+        if not isinstance(prepared, OutgoingMail):
+            if claimed or await self._claim(recipient):
+                await self._finish(recipient, prepared[0], reason=prepared[1])
             return
         while True:
             if not await self._slot():
-                await self._release(recipient)
+                if claimed:
+                    await self._release(recipient)
                 return
+            if not claimed and not await self._claim(recipient):
+                self._account.pace.release()
+                return
+            claimed = True
             try:
                 with self._tracer().start_as_current_span(
                     f"{self._account.config.transport} send",
                     kind=SpanKind.CLIENT,
-                    attributes={"mailer.account_id": batch.account_id, "mailer.delivery": mail.message_id},
+                    attributes={
+                        "mailer.account_id": self._batch.account_id,
+                        "mailer.delivery": prepared.message_id,
+                    },
                 ):
-                    provider_message_id = await self._account.transport.send(mail)
+                    provider_message_id = await self._account.transport.send(prepared)
             except ThrottledError as exc:
-                # Account-wide: the pace holds every worker of the account; this one tries again.
-                log.warning("provider throttles the account", extra={"account_id": batch.account_id})
+                # Account-wide: the pace holds every worker of the account; this one tries again
+                # after the hold, its claim given back meanwhile (nothing is in doubt while it waits).
+                log.warning("provider throttles the account", extra={"account_id": self._batch.account_id})
                 self._account.pace.release()
                 self._account.pace.throttled(exc.daily_quota_exceeded)
+                await self._release(recipient)
+                claimed = False
                 continue
             except SendError as exc:
                 self._account.pace.release()
@@ -227,6 +243,23 @@ class _BatchWork:
             self._account.pace.record_sent()
             await self._finish(recipient, "sent", provider_message_id=provider_message_id)
             return
+
+    def _prepare(self, recipient: Recipient) -> OutgoingMail | tuple[str, str]:
+        """The message to send, or the outcome (status, reason) that needs no sending."""
+        if self._sender.control.is_cancelled(self._batch.campaign_id):
+            return "skipped", "campaign cancelled"
+        block = self._blocked.get(recipient.email.lower())
+        if block is not None:
+            return "skipped", block
+        try:
+            if isinstance(self._compiled, TemplateProblem):
+                raise self._compiled
+            return build(self._compiled, recipient, self._runtime.state["links"])
+        except TemplateProblem as problem:
+            return "failed", f"template error: {problem}"
+        except ValueError as problem:
+            # An address no message can carry (a line break, no domain...).
+            return "failed", f"invalid message: {problem}"
 
     async def _not_sent(self, recipient: Recipient, exc: SendError) -> None:
         """Record why the provider did not take the message, and stop the batch if it must."""
