@@ -127,7 +127,7 @@ def sniff_delimiter(sample: str) -> str:
         steady = rows[:-1] if len(rows) > 1 else rows
         return (bool(rows) and rows[0] > 1 and all(w == rows[0] for w in steady)), rows[0] if rows else 0
 
-    return max((";", ","), key=score)
+    return max((",", ";"), key=score)
 
 
 def layout_of(first: list[str], delimiter: str) -> Layout:

@@ -234,7 +234,7 @@ class GroupRepository:
 
     async def count_members(self, group_id: int, added: int, fields: Iterable[str]) -> None:
         """Account for `added` new members that all have `fields`."""
-        await self._conn.execute(COUNT_MEMBERS, group_id, added, list(fields))
+        await self._conn.execute(COUNT_MEMBERS, group_id, added, sorted(fields))
 
     async def get(self, group_id: int) -> GroupOut:
         """The group with its member count; NotFound if there is none."""

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aio_pika
 import pytest
 
+from devtools.remote_group_server import RemoteGroupServer
 from services.audience.app import create_app
 from services.audience.settings import AudienceSettings
-from tests.audience.support import BATCH_SIZE, MAX_MEMBERS, Audience
+from tests.audience.support import BATCH_SIZE, CSV_MAX_BYTES, MAX_MEMBERS, REMOTE_SETTINGS, Audience
 from tests.support import Handled, running
 
 
@@ -18,7 +19,11 @@ from tests.support import Handled, running
 async def audience(make_settings: Callable[..., Any]) -> AsyncIterator[Audience]:
     """The audience service with small batches and a small request limit, one per test module."""
     settings = make_settings(
-        AudienceSettings, SEND_BATCH_SIZE=BATCH_SIZE, MAX_GROUP_MEMBERS_PER_REQUEST=MAX_MEMBERS
+        AudienceSettings,
+        SEND_BATCH_SIZE=BATCH_SIZE,
+        MAX_GROUP_MEMBERS_PER_REQUEST=MAX_MEMBERS,
+        CSV_MAX_BYTES=CSV_MAX_BYTES,
+        **REMOTE_SETTINGS,
     )
     app = create_app(settings)
     handled = Handled()
@@ -35,3 +40,11 @@ async def channel(rabbitmq_url: str) -> AsyncIterator[aio_pika.abc.AbstractChann
         yield await connection.channel()
     finally:
         await connection.close()
+
+
+@pytest.fixture(scope="session")
+def remote_server() -> Iterator[RemoteGroupServer]:
+    """The local remote-group server: 25 records in pages of 10 unless a URL asks otherwise."""
+    server = RemoteGroupServer(records=25, page_size=10, token="segredo-do-polo").start()
+    yield server
+    server.stop()

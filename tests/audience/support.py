@@ -14,12 +14,21 @@ from fastapi import FastAPI
 
 from services.audience.dispatcher import Dispatcher
 from services.audience.repository import Counts, ResolutionRepository
-from shared.contracts import topology
+from shared.contracts import CampaignStarted, SenderIdentity, topology
 from shared.service import Runtime
-from tests.support import Handled, eventually
+from tests.support import Handled, eventually, unique_id
 
 BATCH_SIZE = 2
 MAX_MEMBERS = 5
+CSV_MAX_BYTES = 2_000_000
+# The remote-group server runs on loopback, which only an allow-list lets through; failures
+# are retried once, quickly.
+REMOTE_SETTINGS: dict[str, Any] = {
+    "REMOTE_ALLOWED_NETWORKS": ["127.0.0.0/8"],
+    "REMOTE_MAX_RETRIES": 1,
+    "REMOTE_RETRY_BACKOFF": 0.01,
+    "REMOTE_READ_TIMEOUT": 5.0,
+}
 
 Incoming = aio_pika.abc.AbstractIncomingMessage
 
@@ -133,3 +142,25 @@ async def stage_and_finish(
     for position, group_id in enumerate(group_ids, start=1):
         await resolutions.stage_group(campaign_id, position, group_id)
     return await resolutions.finish(campaign_id)
+
+
+def campaign_started(
+    account_id: int,
+    group_ids: list[int],
+    *,
+    priority: int = 0,
+    subject: str = "Olá",
+    html: str = "<p>Olá</p>",
+    text: str | None = None,
+) -> CampaignStarted:
+    """A campaign.started event of a new campaign for these groups."""
+    return CampaignStarted(
+        campaign_id=unique_id(),
+        account_id=account_id,
+        sender=SenderIdentity(name="Notícias", email="news@example.com"),
+        subject=subject,
+        html=html,
+        text=text,
+        group_ids=group_ids,
+        priority=priority,
+    )

@@ -15,28 +15,24 @@ from shared.contracts import (
     CampaignRecipientsResolved,
     CampaignStarted,
     SendBatch,
-    SenderIdentity,
     headers,
     topology,
 )
-from tests.audience.support import BATCH_SIZE, Audience, about, collect, listen_to_events, take, waiting
+from tests.audience.support import (
+    BATCH_SIZE,
+    Audience,
+    about,
+    campaign_started,
+    collect,
+    listen_to_events,
+    take,
+    waiting,
+)
 from tests.support import eventually, unique_id
 
 pytestmark = pytest.mark.connected
 
 Channel = aio_pika.abc.AbstractChannel
-
-
-def _started(account_id: int, group_ids: list[int], priority: int = 0) -> CampaignStarted:
-    return CampaignStarted(
-        campaign_id=unique_id(),
-        account_id=account_id,
-        sender=SenderIdentity(name="Notícias", email="news@example.com"),
-        subject="Olá",
-        html="<p>Olá</p>",
-        group_ids=group_ids,
-        priority=priority,
-    )
 
 
 async def _publish(audience: Audience, event: CampaignStarted) -> None:
@@ -98,7 +94,7 @@ class TestResolveCampaign:
         events = await listen_to_events(
             channel, CampaignRecipientsResolved.routing_key, CampaignFailed.routing_key
         )
-        started = _started(account_id, [second, first], priority=7)
+        started = campaign_started(account_id, [second, first], priority=7)
         campaign_id = started.campaign_id
 
         await _publish(audience, started)
@@ -144,7 +140,7 @@ class TestResolveCampaign:
         events = await listen_to_events(
             channel, CampaignRecipientsResolved.routing_key, CampaignFailed.routing_key
         )
-        started = _started(account_id, [existing, missing])
+        started = campaign_started(account_id, [existing, missing])
 
         await _publish(audience, started)
 
@@ -171,7 +167,7 @@ class TestResolveCampaign:
         events = await listen_to_events(
             channel, CampaignRecipientsResolved.routing_key, CampaignFailed.routing_key
         )
-        started = _started(account_id, [group])
+        started = campaign_started(account_id, [group])
 
         await _publish(audience, started)
         await _publish(audience, started)
@@ -197,7 +193,7 @@ class TestResolveCampaign:
         events = await listen_to_events(
             channel, CampaignRecipientsResolved.routing_key, CampaignFailed.routing_key
         )
-        started = _started(account_id, [group])
+        started = campaign_started(account_id, [group])
         again = started.model_copy(update={"event_id": uuid.uuid4()})
 
         await _publish(audience, started)
@@ -220,7 +216,7 @@ class TestResolveCampaign:
         events = await listen_to_events(
             channel, CampaignRecipientsResolved.routing_key, CampaignFailed.routing_key
         )
-        started = _started(account_id, [group])
+        started = campaign_started(account_id, [group])
 
         await _publish(audience, started)
 
@@ -236,7 +232,7 @@ class TestResolveCampaign:
         self, audience: Audience, channel: Channel
     ) -> None:
         group = await audience.create_group(_group_name(), ["a@example.com"])
-        started = _started(unique_id(), [group])
+        started = campaign_started(unique_id(), [group])
         body = json.loads(started.model_dump_json()) | {"schema_version": 2}
         dead_letters = await channel.declare_queue(exclusive=True)
         await dead_letters.bind(
