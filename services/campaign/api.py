@@ -15,6 +15,7 @@ from services.campaign import repository as campaign_repo
 from services.campaign.audience_client import AudienceClient, AudienceUnavailable
 from services.campaign.models import (
     Account,
+    AccountChange,
     AccountIn,
     AccountOut,
     AccountPauseIn,
@@ -36,6 +37,7 @@ from shared.contracts import (
     SenderIdentity,
     SesConnection,
     SmtpConnection,
+    Warmup,
 )
 from shared.crypto import SecretBox
 from shared.errors import Conflict, NotFound
@@ -87,39 +89,84 @@ def _account_event(account: Account) -> AccountConfigured:
         ses=ses,
         rate_per_second=account.rate_per_second,
         active=account.active,
+        daily_quota=account.daily_quota,
+        warmup=None
+        if account.warmup_start_per_day is None or account.warmup_started_on is None
+        else Warmup(
+            started_on=account.warmup_started_on,
+            start_per_day=account.warmup_start_per_day,
+            growth_per_day=account.warmup_growth_per_day or 1.5,
+        ),
+        use_provider_limits=account.use_provider_limits,
+        max_connections=account.max_connections,
     )
 
 
-@router.post("/accounts", status_code=status.HTTP_201_CREATED, response_model=AccountOut)
-async def create_account(body: AccountIn, runtime: RuntimeDep) -> AccountOut:
-    """Create a sending account; its password or secret key is stored encrypted and never shown."""
-    box = SecretBox(runtime.settings.SECRET_KEYS)
-    values: dict[str, Any] = {
-        "name": body.name,
-        "transport": body.transport,
-        "rate_per_second": body.rate_per_second,
-        "active": body.active,
-    }
-    if body.smtp is not None and body.transport == "smtp":
+def _account_values(
+    body: AccountIn | AccountChange, box: SecretBox, current: Account | None
+) -> dict[str, Any]:
+    """The stored columns of an account created from `body`, or of `current` edited by it."""
+    values: dict[str, Any] = current.model_dump() if current is not None else {}
+    for column in ("rate_per_second", "active", "use_provider_limits", "max_connections", "daily_quota"):
+        given = getattr(body, column)
+        if given is not None or isinstance(body, AccountIn):
+            values[column] = given
+    if body.warmup is not None:
+        values |= {
+            "warmup_started_on": body.warmup.started_on,
+            "warmup_start_per_day": body.warmup.start_per_day,
+            "warmup_growth_per_day": body.warmup.growth_per_day,
+        }
+    transport = current.transport if current is not None else body.transport  # type: ignore[union-attr]
+    if body.smtp is not None and transport == "smtp":
+        password = body.smtp.password
+        kept = current.smtp_password_encrypted if current is not None else None
         values |= {
             "smtp_host": body.smtp.host,
             "smtp_port": body.smtp.port,
             "smtp_security": body.smtp.security,
             "smtp_username": body.smtp.username,
-            "smtp_password_encrypted": box.encrypt(body.smtp.password) if body.smtp.password else None,
+            # Write-only: an edit that does not repeat the password keeps the stored one.
+            "smtp_password_encrypted": box.encrypt(password) if password else kept,
         }
-    if body.ses is not None and body.transport == "ses":
+    if body.ses is not None and transport == "ses":
         values |= {
             "ses_region": body.ses.region,
             "ses_access_key_id": body.ses.access_key_id,
             "ses_secret_access_key_encrypted": box.encrypt(body.ses.secret_access_key),
             "ses_endpoint_url": body.ses.endpoint_url,
         }
+    return values
+
+
+@router.post("/accounts", status_code=status.HTTP_201_CREATED, response_model=AccountOut)
+async def create_account(body: AccountIn, runtime: RuntimeDep) -> AccountOut:
+    """Create a sending account; its password or secret key is stored encrypted and never shown."""
+    values = _account_values(body, SecretBox(runtime.settings.SECRET_KEYS), None)
+    values |= {"name": body.name, "transport": body.transport}
     async with runtime.transaction() as conn:
         accounts = campaign_repo.AccountRepository(conn)
         if await accounts.name_taken(body.name):
             raise Conflict(f"an account named {body.name!r} already exists")
         account = await accounts.create(values)
+        await outbox.add_event(conn, _account_event(account))
+    return AccountOut.of(account)
+
+
+@router.patch("/accounts/{account_id}", response_model=AccountOut)
+async def edit_account(account_id: int, body: AccountChange, runtime: RuntimeDep) -> AccountOut:
+    """Change a sending account; senders apply the new settings before their next message."""
+    if body.smtp is not None and body.ses is not None:
+        raise _invalid("smtp", "give the settings of the account's own transport only")
+    box = SecretBox(runtime.settings.SECRET_KEYS)
+    async with runtime.transaction() as conn:
+        accounts = campaign_repo.AccountRepository(conn)
+        current = await accounts.get(account_id)
+        if (body.smtp is not None and current.transport != "smtp") or (
+            body.ses is not None and current.transport != "ses"
+        ):
+            raise _invalid("smtp" if body.smtp else "ses", f"this account sends through {current.transport}")
+        account = await accounts.update(account_id, _account_values(body, box, current))
         await outbox.add_event(conn, _account_event(account))
     return AccountOut.of(account)
 

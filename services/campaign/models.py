@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
@@ -35,6 +35,16 @@ class SesIn(BaseModel):
     endpoint_url: str | None = Field(default=None, max_length=255)
 
 
+class WarmupIn(BaseModel):
+    """The warm-up ramp of a new account: `start_per_day` on `started_on`, growing each day."""
+
+    model_config = _Strict
+
+    started_on: date = Field(default_factory=date.today)
+    start_per_day: int = Field(ge=1, le=10_000_000)
+    growth_per_day: float = Field(default=1.5, gt=1, le=10)
+
+
 class AccountIn(BaseModel):
     """A new sending account."""
 
@@ -46,6 +56,10 @@ class AccountIn(BaseModel):
     ses: SesIn | None = None
     rate_per_second: float = Field(default=10.0, gt=0, le=10_000)
     active: bool = True
+    daily_quota: int | None = Field(default=None, ge=1, le=100_000_000)
+    warmup: WarmupIn | None = None
+    use_provider_limits: bool = True
+    max_connections: int = Field(default=3, ge=1, le=50)
 
     @model_validator(mode="after")
     def _transport_settings_present(self) -> AccountIn:
@@ -73,6 +87,12 @@ class Account(BaseModel):
     ses_endpoint_url: str | None
     rate_per_second: float
     active: bool
+    daily_quota: int | None
+    warmup_started_on: date | None
+    warmup_start_per_day: int | None
+    warmup_growth_per_day: float | None
+    use_provider_limits: bool
+    max_connections: int
     created_at: datetime
     updated_at: datetime
 
@@ -91,6 +111,12 @@ class AccountOut(BaseModel):
     ses_region: str | None
     rate_per_second: float
     active: bool
+    daily_quota: int | None
+    warmup_started_on: date | None
+    warmup_start_per_day: int | None
+    warmup_growth_per_day: float | None
+    use_provider_limits: bool
+    max_connections: int
     created_at: datetime
 
     @classmethod
@@ -100,6 +126,22 @@ class AccountOut(BaseModel):
             **account.model_dump(include=set(cls.model_fields) - {"has_password"}),
             has_password=bool(account.smtp_password_encrypted or account.ses_secret_access_key_encrypted),
         )
+
+
+class AccountChange(BaseModel):
+    """What an edit of a sending account may change; omitted fields stay as they are. New SMTP
+    or SES settings replace the old ones (an omitted SMTP password keeps the stored one)."""
+
+    model_config = _Strict
+
+    rate_per_second: float | None = Field(default=None, gt=0, le=10_000)
+    active: bool | None = None
+    smtp: SmtpIn | None = None
+    ses: SesIn | None = None
+    daily_quota: int | None = Field(default=None, ge=1, le=100_000_000)
+    warmup: WarmupIn | None = None
+    use_provider_limits: bool | None = None
+    max_connections: int | None = Field(default=None, ge=1, le=50)
 
 
 class SenderAddressIn(BaseModel):

@@ -13,11 +13,35 @@ from services.campaign.models import Account, Campaign, Result, SenderAddress
 from shared.contracts import DeliveryEvent
 from shared.errors import NotFound
 
-INSERT_ACCOUNT = """
-INSERT INTO accounts (name, transport, smtp_host, smtp_port, smtp_security, smtp_username,
-                      smtp_password_encrypted, ses_region, ses_access_key_id,
-                      ses_secret_access_key_encrypted, ses_endpoint_url, rate_per_second, active)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+# The columns an account is created or edited with (name and transport are set once).
+ACCOUNT_COLUMNS = (
+    "smtp_host",
+    "smtp_port",
+    "smtp_security",
+    "smtp_username",
+    "smtp_password_encrypted",
+    "ses_region",
+    "ses_access_key_id",
+    "ses_secret_access_key_encrypted",
+    "ses_endpoint_url",
+    "rate_per_second",
+    "active",
+    "daily_quota",
+    "warmup_started_on",
+    "warmup_start_per_day",
+    "warmup_growth_per_day",
+    "use_provider_limits",
+    "max_connections",
+)
+INSERT_ACCOUNT = f"""
+INSERT INTO accounts (name, transport, {", ".join(ACCOUNT_COLUMNS)})
+VALUES ($1, $2, {", ".join(f"${i}" for i in range(3, len(ACCOUNT_COLUMNS) + 3))})
+RETURNING *
+"""
+UPDATE_ACCOUNT = f"""
+UPDATE accounts SET {", ".join(f"{c} = ${i}" for i, c in enumerate(ACCOUNT_COLUMNS, start=2))},
+    updated_at = now()
+WHERE account_id = $1
 RETURNING *
 """
 SELECT_ACCOUNT = "SELECT * FROM accounts WHERE account_id = $1"
@@ -118,23 +142,15 @@ class AccountRepository:
         self._conn = conn
 
     async def create(self, values: dict[str, Any]) -> Account:
-        """Store a new account; `values` holds the columns of INSERT_ACCOUNT by name."""
+        """Store a new account; `values` holds its name, transport and ACCOUNT_COLUMNS by name."""
         row = await self._conn.fetchrow(
-            INSERT_ACCOUNT,
-            values["name"],
-            values["transport"],
-            values.get("smtp_host"),
-            values.get("smtp_port"),
-            values.get("smtp_security"),
-            values.get("smtp_username"),
-            values.get("smtp_password_encrypted"),
-            values.get("ses_region"),
-            values.get("ses_access_key_id"),
-            values.get("ses_secret_access_key_encrypted"),
-            values.get("ses_endpoint_url"),
-            values["rate_per_second"],
-            values["active"],
+            INSERT_ACCOUNT, values["name"], values["transport"], *(values.get(c) for c in ACCOUNT_COLUMNS)
         )
+        return Account.model_validate(dict(row))
+
+    async def update(self, account_id: int, values: dict[str, Any]) -> Account:
+        """Store an account's new settings; `values` holds every one of ACCOUNT_COLUMNS by name."""
+        row = await self._conn.fetchrow(UPDATE_ACCOUNT, account_id, *(values[c] for c in ACCOUNT_COLUMNS))
         return Account.model_validate(dict(row))
 
     async def name_taken(self, name: str) -> bool:

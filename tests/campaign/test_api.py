@@ -88,6 +88,63 @@ class TestAccounts:
         assert event["rate_per_second"] == 3 and event["active"] is True
         assert "s3nh4-secreta" not in str(event)
 
+    async def test_an_edit_announces_the_new_settings_and_keeps_the_password(
+        self, api: httpx.AsyncClient, events: Any
+    ) -> None:
+        await events.listen("account.configured")
+        account = await _account(api, daily_quota=50_000, max_connections=2)
+        assert (account["daily_quota"], account["max_connections"]) == (50_000, 2)
+        edited = await api.patch(
+            f"/accounts/{account['account_id']}",
+            json={
+                "rate_per_second": 14,
+                "warmup": {"started_on": "2026-11-01", "start_per_day": 200},
+                "smtp": {"host": "smtp2.example", "port": 465, "security": "tls", "username": "user"},
+            },
+        )
+        assert edited.status_code == 200, edited.text
+        body = edited.json()
+        assert (body["rate_per_second"], body["daily_quota"], body["smtp_host"]) == (
+            14,
+            50_000,
+            "smtp2.example",
+        )
+        assert (body["warmup_start_per_day"], body["warmup_growth_per_day"], body["has_password"]) == (
+            200,
+            1.5,
+            True,
+        )
+        seen: list[dict[str, Any]] = []
+
+        async def announced() -> bool:
+            seen.extend(
+                e for e in await events("account.configured") if e["account_id"] == account["account_id"]
+            )
+            assert len(seen) == 2
+            return True
+
+        await eventually(announced)
+        latest = seen[-1]
+        assert (latest["rate_per_second"], latest["daily_quota"], latest["max_connections"]) == (
+            14,
+            50_000,
+            2,
+        )
+        assert latest["warmup"] == {"started_on": "2026-11-01", "start_per_day": 200, "growth_per_day": 1.5}
+        assert latest["smtp"]["password_encrypted"] == seen[0]["smtp"]["password_encrypted"]
+
+    async def test_an_edit_of_the_other_transport_or_an_unknown_account_is_refused(
+        self, api: httpx.AsyncClient
+    ) -> None:
+        account = await _account(api)
+        ses = {"region": "us-east-1", "access_key_id": "AKIA", "secret_access_key": "x"}
+        wrong = await api.patch(f"/accounts/{account['account_id']}", json={"ses": ses})
+        assert wrong.status_code == 422 and "smtp" in wrong.text
+        assert (await api.patch("/accounts/987654321", json={"active": False})).status_code == 404
+        assert (
+            await api.patch(f"/accounts/{account['account_id']}", json={"max_connections": 0})
+        ).status_code == 422
+
     async def test_a_name_in_use_is_a_conflict(self, api: httpx.AsyncClient) -> None:
         account = await _account(api)
         again = await api.post(
