@@ -2,11 +2,13 @@
 
 Campaign checks a template when it is saved, sender renders it per recipient; both use this
 module so that what passes the check is what gets sent. Variables: `nome` / `name`, `email`,
-and every custom field of the recipient. The HTML body is autoescaped (a name with `<` stays
+`link_descadastro` (the unsubscribe page) and every custom field of the recipient. The HTML body is autoescaped (a name with `<` stays
 text); subject and text are not HTML. An undefined variable is an error, never an empty gap.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from jinja2 import StrictUndefined, Template, TemplateError, meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -40,8 +42,10 @@ def compile_plain(source: str, what: str) -> Template:
     return _compile(_plain, source, what)
 
 
+# The link to the recipient's unsubscribe page, which sender provides to every message.
+UNSUBSCRIBE_VARIABLE = "link_descadastro"
 # What every recipient has, whatever its group: the rest are the group's custom fields.
-BUILT_IN_VARIABLES = frozenset({"nome", "name", "email"})
+BUILT_IN_VARIABLES = frozenset({"nome", "name", "email", UNSUBSCRIBE_VARIABLE})
 
 
 def referenced_variables(*sources: str) -> set[str]:
@@ -64,9 +68,12 @@ def variables(recipient: Recipient) -> dict[str, str]:
     return {**recipient.fields, "nome": recipient.name, "name": recipient.name, "email": recipient.email}
 
 
-def render(template: Template, recipient: Recipient, what: str) -> str:
-    """Render for one recipient; raises TemplateProblem (e.g. an undefined variable)."""
+def render(
+    template: Template, recipient: Recipient, what: str, extra: Mapping[str, object] | None = None
+) -> str:
+    """Render for one recipient, `extra` variables winning over its fields; raises
+    TemplateProblem (e.g. an undefined variable)."""
     try:
-        return template.render(variables(recipient))
+        return template.render(variables(recipient) if extra is None else {**variables(recipient), **extra})
     except TemplateError as exc:
         raise TemplateProblem(f"{what}: {exc.message or exc}") from exc

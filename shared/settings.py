@@ -39,6 +39,9 @@ class ServiceSettings(BaseSettings):
     TRACKING_SIGNING_KEYS: str = DEV_TRACKING_KEY
     # Public base URL of the tracking service, used in links inside messages.
     TRACKING_BASE_URL: str = "http://127.0.0.1:8004"
+    # Where the file manager keeps files: file:///path (a relative file:./path is fine in
+    # development) or s3://bucket/prefix?region=…&endpoint_url=… (credentials: AWS chain).
+    FILE_STORE_URL: str = "file:./var/files"
 
     @model_validator(mode="after")
     def _refuse_development_secrets_in_production(self) -> ServiceSettings:

@@ -1,0 +1,124 @@
+"""The file store: a local directory that keys cannot leave, and S3 on moto's server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aioboto3
+import httpx
+import pytest
+
+from shared.files import FileMissing, LocalFileStore, S3Credentials, S3FileStore, file_store
+from tests import aws
+
+REGION = "us-east-1"
+BUCKET = "mailer-files"
+CREDENTIALS = S3Credentials(access_key_id="testing", secret_access_key="testing")
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    (tmp_path / "store" / "campanhas").mkdir(parents=True)
+    (tmp_path / "store" / "campanhas" / "relatório.pdf").write_bytes(b"%PDF-1.4 conteudo")
+    (tmp_path / "secret.txt").write_text("outside the store")
+    return tmp_path / "store"
+
+
+class TestLocalFileStore:
+    async def test_reads_a_file_by_its_relative_key(self, root: Path) -> None:
+        assert await LocalFileStore(root).read("campanhas/relatório.pdf") == b"%PDF-1.4 conteudo"
+
+    async def test_a_missing_file_is_file_missing_naming_the_key(self, root: Path) -> None:
+        with pytest.raises(FileMissing, match=r"campanhas/nada\.pdf") as caught:
+            await LocalFileStore(root).read("campanhas/nada.pdf")
+        assert caught.value.key == "campanhas/nada.pdf"
+
+    async def test_a_directory_is_no_file(self, root: Path) -> None:
+        with pytest.raises(FileMissing):
+            await LocalFileStore(root).read("campanhas")
+
+    @pytest.mark.parametrize("key", ["../secret.txt", "campanhas/../../secret.txt", "/etc/passwd", "", "."])
+    async def test_keys_that_leave_the_root_are_refused(self, root: Path, key: str) -> None:
+        with pytest.raises(ValueError, match="outside the file store"):
+            await LocalFileStore(root).read(key)
+
+    async def test_a_symbolic_link_out_of_the_root_is_refused(self, root: Path) -> None:
+        (root / "atalho.txt").symlink_to(root.parent / "secret.txt")
+
+        with pytest.raises(ValueError, match="outside the file store"):
+            await LocalFileStore(root).read("atalho.txt")
+
+
+@pytest.fixture(scope="module")
+def moto_server() -> Iterator[str]:
+    """moto's AWS server, for the whole module."""
+    yield from aws.moto_server()
+
+
+@pytest.fixture
+async def s3(moto_server: str) -> AsyncIterator[Any]:
+    """An emptied moto with our bucket, and a client of our own to put objects in it."""
+    async with httpx.AsyncClient() as http:
+        (await http.post(f"{moto_server}/moto-api/reset")).raise_for_status()
+    session = aioboto3.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+    )
+    async with session.client("s3", endpoint_url=moto_server) as client:
+        await client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+class TestS3FileStore:
+    async def test_reads_an_object_under_the_prefix(self, s3: Any, moto_server: str) -> None:
+        await s3.put_object(Bucket=BUCKET, Key="arquivos/campanhas/logo.png", Body=b"\x89PNG dados")
+        store = S3FileStore(BUCKET, "/arquivos/", moto_server, REGION, CREDENTIALS)
+
+        assert await store.read("campanhas/logo.png") == b"\x89PNG dados"
+
+    async def test_without_a_prefix_the_key_is_the_object_key(self, s3: Any, moto_server: str) -> None:
+        await s3.put_object(Bucket=BUCKET, Key="logo.png", Body=b"png")
+
+        assert await S3FileStore(BUCKET, "", moto_server, REGION, CREDENTIALS).read("logo.png") == b"png"
+
+    async def test_a_missing_object_is_file_missing(self, s3: Any, moto_server: str) -> None:
+        store = S3FileStore(BUCKET, "arquivos", moto_server, REGION, CREDENTIALS)
+
+        with pytest.raises(FileMissing, match=r"nada\.pdf"):
+            await store.read("nada.pdf")
+
+    async def test_a_missing_bucket_is_not_mistaken_for_a_missing_file(
+        self, s3: Any, moto_server: str
+    ) -> None:
+        store = S3FileStore("no-such-bucket", "", moto_server, REGION, CREDENTIALS)
+
+        with pytest.raises(Exception) as caught:
+            await store.read("logo.png")
+        assert not isinstance(caught.value, FileMissing)
+
+
+class TestFileStoreFromUrl:
+    async def test_a_file_url_is_a_local_store_at_its_path(self, root: Path) -> None:
+        store = file_store(f"file://{root}")
+
+        assert isinstance(store, LocalFileStore)
+        assert await store.read("campanhas/relatório.pdf") == b"%PDF-1.4 conteudo"
+
+    async def test_an_s3_url_names_bucket_prefix_region_and_endpoint(
+        self, s3: Any, moto_server: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Credentials come from the usual AWS chain, here the environment.
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        await s3.put_object(Bucket=BUCKET, Key="arquivos/a.txt", Body=b"a")
+
+        store = file_store(f"s3://{BUCKET}/arquivos?region={REGION}&endpoint_url={moto_server}")
+
+        assert isinstance(store, S3FileStore)
+        assert await store.read("a.txt") == b"a"
+
+    @pytest.mark.parametrize("url", ["ftp://host/files", "s3:///prefix", "file://otherhost/files", "files"])
+    def test_anything_else_is_refused(self, url: str) -> None:
+        with pytest.raises(ValueError, match="FILE_STORE_URL"):
+            file_store(url)
