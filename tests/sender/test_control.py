@@ -308,3 +308,31 @@ async def _consuming(sender: RunningSender, account_id: int) -> bool:
     served = sender.served(account_id)
     assert served is not None and served.consuming
     return True
+
+
+@pytest.mark.connected
+class TestFailover:
+    async def test_when_the_active_replica_goes_another_takes_the_account_over(
+        self, make_settings: Callable[..., Any]
+    ) -> None:
+        shared_transports = RecordingTransports()
+        config = an_account(rate_per_second=50)
+        campaign = a_campaign(config.account_id)
+        recipients = [a_recipient(i) for i in range(1, 201)]
+        first_app = create_app(make_settings(SenderSettings), make_transport=shared_transports)
+        second_app = create_app(make_settings(SenderSettings), make_transport=shared_transports)
+        async with running(second_app) as second_client:
+            second = RunningSender(second_app, second_client, shared_transports)
+            async with running(first_app) as first_client:
+                first = RunningSender(first_app, first_client, shared_transports)
+                await first.configure(config)
+                await eventually(lambda: _consuming(second, config.account_id))
+                await first.start_campaign(campaign)
+                for start in range(0, len(recipients), 50):
+                    await first.publish_batch(a_batch(campaign, recipients[start : start + 50]))
+                await sent_count(first, campaign.campaign_id, 20)
+            # The first replica is gone (shut down mid-campaign): the second goes on alone.
+            await outcomes(second, campaign.campaign_id, {r.recipient_id: "sent" for r in recipients})
+        assert set(shared_transports.sent_to(config.account_id).values()) == {1}
+        # Both replicas sent a part: the first until it went, the second after.
+        assert sum(1 for t in shared_transports.of(config.account_id) if t.sent) == 2
