@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
@@ -320,12 +321,15 @@ class TestFailover:
         campaign = a_campaign(config.account_id)
         recipients = [a_recipient(i) for i in range(1, 201)]
         first_app = create_app(make_settings(SenderSettings), make_transport=shared_transports)
-        second_app = create_app(make_settings(SenderSettings), make_transport=shared_transports)
-        async with running(second_app) as second_client:
-            second = RunningSender(second_app, second_client, shared_transports)
+        async with AsyncExitStack() as second_running:
             async with running(first_app) as first_client:
                 first = RunningSender(first_app, first_client, shared_transports)
                 await first.configure(config)
+                # Started after the first consumes: the first is the queue's active consumer. (Built
+                # only now: the handlers' router module is shared by both apps of this process.)
+                second_app = create_app(make_settings(SenderSettings), make_transport=shared_transports)
+                second_client = await second_running.enter_async_context(running(second_app))
+                second = RunningSender(second_app, second_client, shared_transports)
                 await eventually(lambda: _consuming(second, config.account_id))
                 await first.start_campaign(campaign)
                 for start in range(0, len(recipients), 50):
