@@ -110,18 +110,20 @@ class CompiledCampaign:
     async def load(cls, content: CampaignStarted, store: FileStore) -> CompiledCampaign:
         """Read the campaign's files from the store (once each), then compile; raises
         TemplateProblem, or the store's own error when it is unreachable (worth a retry)."""
-        keys = sorted({ref.key for ref in content.attachments})
-        try:
-            data = await asyncio.gather(*(store.read(key) for key in keys))
-        except (FileMissing, ValueError) as exc:
-            key = exc.key if isinstance(exc, FileMissing) else None
-            ref = next((ref for ref in content.attachments if ref.key == key), content.attachments[0])
-            raise _missing(ref, str(exc)) from exc
-        return cls.of(content, dict(zip(keys, data, strict=True)))
+        refs = {ref.key: ref for ref in content.attachments}
+        data = await asyncio.gather(*(_read(store, ref) for ref in refs.values()))
+        return cls.of(content, dict(zip(refs, data, strict=True)))
 
 
 def _missing(ref: AttachmentRef, why: str) -> CampaignFileMissing:
     return CampaignFileMissing(f"attachment {ref.filename!r} ({ref.key}): {why}")
+
+
+async def _read(store: FileStore, ref: AttachmentRef) -> bytes:
+    try:
+        return await store.read(ref.key)
+    except (FileMissing, ValueError) as exc:  # ValueError: a key the store refuses
+        raise _missing(ref, str(exc)) from exc
 
 
 def _prepared_html(content: CampaignStarted) -> html_content.TrackedHtml:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from services.sender.content import html_to_text, inline_css, with_open_pixel
 from services.sender.message import CampaignFileMissing, CompiledCampaign, build
 from services.sender.transport import OutgoingMail
 from shared.contracts import AttachmentRef, CampaignStarted, Recipient, SenderIdentity, headers
-from shared.files import FileMissing
+from shared.files import FileMissing, LocalFileStore
 from shared.links import LinkSigner, TrackingLinks
 from shared.personalisation import TemplateProblem
 from tests.sender.examples import a_campaign, a_recipient
@@ -507,6 +508,16 @@ class TestLoad:
 
         with pytest.raises(CampaignFileMissing, match=r"Edital\.pdf"):
             await CompiledCampaign.load(campaign, MemoryStore({}))
+
+    async def test_a_key_outside_a_local_store_fails_the_campaign_naming_that_file(
+        self, tmp_path: Path
+    ) -> None:
+        (tmp_path / "logo.png").write_bytes(b"png")
+        escaping = AttachmentRef(key="../../etc/passwd", filename="senhas.txt")
+        campaign = with_(a_campaign(1), attachments=[LOGO.model_copy(update={"key": "logo.png"}), escaping])
+
+        with pytest.raises(CampaignFileMissing, match=r"'senhas\.txt'.*outside the file store"):
+            await CompiledCampaign.load(campaign, LocalFileStore(tmp_path))
 
     async def test_a_store_that_is_away_is_not_a_campaign_problem(self) -> None:
         class Away:
