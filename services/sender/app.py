@@ -16,6 +16,7 @@ from services.sender.pacing import pace_factory
 from services.sender.sending import CompiledCampaigns, Sender
 from services.sender.settings import SenderSettings
 from shared.crypto import SecretBox
+from shared.files import file_store
 from shared.links import LinkSigner, TrackingLinks
 from shared.service import Runtime, create_service
 
@@ -39,7 +40,7 @@ def create_app(
     )
     sender = Sender(
         accounts=accounts,
-        campaigns=CompiledCampaigns(),
+        campaigns=CompiledCampaigns(file_store(settings.FILE_STORE_URL)),
         control=control,
         # Names this process in the delivery ledger: a claim by any other name whose row is still
         # in flight was left by a process that is gone.
@@ -60,6 +61,10 @@ def create_app(
         on_shutdown=close_accounts,
         state={
             "sender": sender,
-            "links": TrackingLinks(settings.TRACKING_BASE_URL, LinkSigner(settings.TRACKING_SIGNING_KEYS)),
+            "links": TrackingLinks(
+                settings.TRACKING_BASE_URL,
+                LinkSigner(settings.TRACKING_SIGNING_KEYS),
+                settings.UNSUBSCRIBE_MAILTO_DOMAIN,
+            ),
         },
     )

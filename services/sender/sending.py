@@ -49,29 +49,38 @@ from shared.contracts import (
     utc_now,
 )
 from shared.errors import RetryLater
+from shared.files import FileStore
 from shared.personalisation import TemplateProblem
 from shared.service import Runtime
 
 log = logging.getLogger(__name__)
 
-_COMPILED_CAMPAIGNS = 64
+# Compiled campaigns hold their attachments' bytes: a few recent ones are enough, since an
+# account sends one campaign at a time.
+_COMPILED_CAMPAIGNS = 16
 INDETERMINATE_REASON = "the sender stopped during the SMTP transaction: the message may have been delivered"
 
 
 class CompiledCampaigns:
-    """Recently used campaigns, compiled once (or the reason they do not compile)."""
+    """Recently used campaigns, compiled once with their files (or the reason they do not compile)."""
 
-    def __init__(self) -> None:
+    def __init__(self, files: FileStore) -> None:
+        self._files = files
         self._cache: OrderedDict[int, CompiledCampaign | TemplateProblem] = OrderedDict()
 
-    def get(self, content: CampaignStarted) -> CompiledCampaign | TemplateProblem:
-        """The compiled campaign, or the template problem that prevents it."""
+    async def get(self, content: CampaignStarted) -> CompiledCampaign | TemplateProblem:
+        """The compiled campaign, or the template problem (a missing file too) that prevents it.
+
+        The file store being unreachable is not cached: the batch is retried later.
+        """
         compiled = self._cache.pop(content.campaign_id, None)
         if compiled is None:
             try:
-                compiled = CompiledCampaign.of(content)
+                compiled = await CompiledCampaign.load(content, self._files)
             except TemplateProblem as problem:
                 compiled = problem
+            except Exception as exc:
+                raise RetryLater(f"campaign {content.campaign_id}: files unavailable: {exc}") from exc
         self._cache[content.campaign_id] = compiled
         while len(self._cache) > _COMPILED_CAMPAIGNS:
             self._cache.popitem(last=False)
@@ -109,11 +118,10 @@ async def _send_batch(
         raise RetryLater(f"campaign {batch.campaign_id}: content not received yet")
     if (state.paused or sender.control.is_paused(batch.campaign_id)) and await _park(runtime, batch, message):
         return
+    compiled = await sender.campaigns.get(state.content)
     running = sender.control.begin(batch.campaign_id, batch.account_id)
     try:
-        work = _BatchWork(
-            runtime, sender, account, batch, sender.campaigns.get(state.content), blocked, running
-        )
+        work = _BatchWork(runtime, sender, account, batch, compiled, blocked, running)
         work.channel_closed = lambda: bool(message.raw_message.channel.is_closed)
         await work.run()
     finally:
