@@ -45,6 +45,9 @@ _PROVIDER_RATE_SHARE = 0.9
 # A slot acquired but neither recorded nor released (a cancelled or abandoned send) stops holding
 # room in the window after this long, longer than any send takes.
 _RESERVATION_SECONDS = 120.0
+# Other systems' sends, as the provider counted them, hold room for this long after it said so;
+# we cannot see when they leave its window, and its "daily quota exceeded" tells us if still there.
+_FOREIGN_SENDS_TRUST = timedelta(hours=1)
 # A wait for room looks again at least this often (limits may have been raised meanwhile) ...
 _RECHECK_SECONDS = 60.0
 # ... and this often when only sends in flight fill the room (they end within a send's time).
@@ -119,6 +122,13 @@ class SentWindow:
             if freed >= count:
                 return minute.start + _WINDOW + _MINUTE
         return None
+
+
+@dataclass(frozen=True)
+class _DailyLimit:
+    reason: str
+    allowed: int
+    grows_at: datetime | None  # when it may allow more without any send leaving the window
 
 
 @dataclass(frozen=True)
@@ -253,18 +263,26 @@ class SendingPace:
             rate = min(rate, self._provider.max_send_rate * _PROVIDER_RATE_SHARE)
         return rate
 
-    def _daily_limit(self, today: date) -> tuple[str, int] | None:
-        """The lowest 24-hour limit in force and its kind; a tie counts as the quota."""
-        limits: list[tuple[str, int]] = []
+    def _daily_limit(self, wall: datetime) -> _DailyLimit | None:
+        """The lowest 24-hour limit in force; a tie counts as the quota."""
+        limits: list[_DailyLimit] = []
         if self._config.daily_quota is not None:
-            limits.append(("quota", self._config.daily_quota))
+            limits.append(_DailyLimit("quota", self._config.daily_quota, None))
         if self._provider is not None and self._provider.max_24_hour_send is not None:
-            limits.append(("quota", self._provider.max_24_hour_send - self._foreign_sends))
+            trusted_until = self._provider_read_at + _FOREIGN_SENDS_TRUST
+            if self._foreign_sends and wall < trusted_until:
+                limits.append(
+                    _DailyLimit("quota", self._provider.max_24_hour_send - self._foreign_sends, trusted_until)
+                )
+            else:
+                limits.append(_DailyLimit("quota", self._provider.max_24_hour_send, None))
         if self._config.warmup is not None:
-            ramp = warmup_limit(self._config.warmup, today)
+            ramp = warmup_limit(self._config.warmup, wall.date())
             if ramp is not None:
-                limits.append(("warmup", ramp))
-        return min(limits, key=lambda limit: limit[1], default=None)
+                # The ramp grows at midnight (UTC), which may make room before any minute leaves.
+                midnight = datetime.combine(wall.date() + timedelta(days=1), day_time(), UTC)
+                limits.append(_DailyLimit("warmup", ramp, midnight))
+        return min(limits, key=lambda limit: limit.allowed, default=None)
 
     def _obstacle(self) -> _Wait | None:
         """What the next send must wait for, if anything."""
@@ -275,23 +293,17 @@ class SendingPace:
             self._reservations.popleft()
         wall = self._wall_clock()
         self._window.expire(wall)
-        limit = self._daily_limit(wall.date())
-        if limit is None:
+        limit = self._daily_limit(wall)
+        if limit is None or self._window.total + len(self._reservations) < limit.allowed:
             return None
-        reason, allowed = limit
-        if self._window.total + len(self._reservations) < allowed:
-            return None
-        if self._window.total < allowed:
+        if self._window.total < limit.allowed:
             return _Wait(None, _IN_FLIGHT_RECHECK_SECONDS, wall)
-        until = self._window.frees(self._window.total - allowed + 1)
-        if until is None:
-            # Only the provider's count of other systems' sends fills the quota; we cannot see when
-            # those leave it, so look again an hour after the provider said so.
-            until = self._provider_read_at + timedelta(hours=1)
-        if reason == "warmup":
-            # The ramp's limit grows at midnight (UTC), which may make room before any minute leaves.
-            until = min(until, datetime.combine(wall.date() + timedelta(days=1), day_time(), UTC))
-        return _Wait(reason, max(0.0, (until - wall).total_seconds()), until)
+        frees = self._window.frees(self._window.total - limit.allowed + 1)
+        moments = [moment for moment in (frees, limit.grows_at) if moment is not None]
+        # Neither: the provider allows nothing at all; its next reading (which wakes us) may change that.
+        until = min(moments, default=self._provider_read_at + _WINDOW)
+        # At least a short wait, so that a moment already past can never make a busy loop.
+        return _Wait(limit.reason, max(_IN_FLIGHT_RECHECK_SECONDS, (until - wall).total_seconds()), until)
 
     async def _wait(self, wait: _Wait) -> None:
         if wait.reason is not None:

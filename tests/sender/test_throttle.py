@@ -113,3 +113,36 @@ class TestAcquire:
             await bucket.acquire()
 
         assert time.monotonic() - started >= 0.1 - 0.005
+
+
+class TestSetRate:
+    def test_a_faster_rate_spaces_the_next_slot_from_the_last_one_reserved(self) -> None:
+        bucket = TokenBucket(1, clock=FakeClock())
+        waits = [bucket.reserve() for _ in range(3)]
+
+        bucket.set_rate(2)
+
+        assert [*waits, bucket.reserve(), bucket.reserve()] == pytest.approx([0.0, 1.0, 2.0, 2.5, 3.0])
+        assert bucket.rate == 2
+
+    def test_a_slower_rate_spaces_the_next_slot_from_the_last_one_reserved(self) -> None:
+        bucket = TokenBucket(2, clock=FakeClock())
+        waits = [bucket.reserve() for _ in range(2)]
+
+        bucket.set_rate(0.5)
+
+        assert [*waits, bucket.reserve()] == pytest.approx([0.0, 0.5, 2.5])
+
+    def test_an_idle_bucket_goes_at_once_at_its_new_rate(self) -> None:
+        clock = FakeClock()
+        bucket = TokenBucket(1, clock=clock)
+        bucket.reserve()
+        clock.advance(10)
+
+        bucket.set_rate(4)
+
+        assert [bucket.reserve(), bucket.reserve()] == pytest.approx([0.0, 0.25])
+
+    def test_rejects_a_rate_that_is_not_positive(self) -> None:
+        with pytest.raises(ValueError, match="rate must be positive"):
+            TokenBucket(1, clock=FakeClock()).set_rate(0)

@@ -193,24 +193,6 @@ class TestSmtpTransportSend:
         assert len(sink.peers) == 2
         assert sink.peers[0] == sink.peers[1]
 
-    async def test_a_5xx_refusal_is_permanent_with_the_servers_reply(
-        self, transport: SmtpTransport, sink: RefusingSink
-    ) -> None:
-        with pytest.raises(PermanentSendError) as refused:
-            await transport.send(a_mail("hard.bounce@example.com"))
-
-        assert refused.value.reason == "550 5.1.1 user unknown"
-        assert sink.received() == []
-
-    async def test_a_4xx_refusal_is_transient_with_the_servers_reply(
-        self, transport: SmtpTransport, sink: RefusingSink
-    ) -> None:
-        with pytest.raises(TransientSendError) as refused:
-            await transport.send(a_mail("soft.bounce@example.com"))
-
-        assert refused.value.reason == "451 4.7.1 try later"
-        assert sink.received() == []
-
     async def test_a_4xx_refusal_of_the_sender_is_transient(
         self, transport: SmtpTransport, sink: RefusingSink
     ) -> None:
