@@ -62,9 +62,10 @@ RETURNING status
 SELECT_SEEN = "SELECT recipient_id FROM deliveries WHERE campaign_id = $1 AND recipient_id = ANY($2::int[])"
 SELECT_CLAIM = "SELECT status, claimed_by FROM deliveries WHERE campaign_id = $1 AND recipient_id = $2"
 # A claim left by a process that is gone: the resend setting takes it over for this process.
+# A claim written before `claimed_by` existed has none (NULL): IS NOT DISTINCT FROM matches it.
 TAKE_OVER = """
 UPDATE deliveries SET claimed_by = $4, started_at = now()
-WHERE campaign_id = $1 AND recipient_id = $2 AND status = 'sending' AND claimed_by = $3
+WHERE campaign_id = $1 AND recipient_id = $2 AND status = 'sending' AND claimed_by IS NOT DISTINCT FROM $3
 RETURNING status
 """
 FINISH = """

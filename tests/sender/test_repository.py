@@ -1,16 +1,33 @@
-"""The sender's SQL on the real PostgreSQL, each test in a rolled-back transaction."""
+"""The sender's SQL on the real PostgreSQL, each test in a rolled-back transaction (the locking
+tests, which need a second session to see the rows, commit theirs and delete them after)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
+from uuid import uuid4
 
 import asyncpg
 import pytest
 
-from services.sender.repository import AccountRepository, CampaignRepository, DeliveryRepository
+from services.sender.repository import (
+    AccountRepository,
+    AddressRepository,
+    CampaignRepository,
+    CampaignState,
+    Claim,
+    DeliveryRepository,
+    ParkedBatch,
+)
+from shared import db
 from shared.contracts import AccountConfigured, utc_now
-from tests.sender.examples import a_campaign, an_account, unique_id
+from tests.sender.examples import a_campaign, a_recipient, an_account, unique_id
+
+ANA = "ana@example.com"
+# The sender process claiming in these tests, and one that is gone.
+ME = "sender-a:101:aaaa"
+GONE = "sender-b:202:bbbb"
+UNKNOWN = CampaignState(None, cancelled=False, paused=False)
 
 
 @pytest.fixture
@@ -28,8 +45,15 @@ async def delivery(conn: asyncpg.Connection, campaign_id: int, recipient_id: int
     )
 
 
-def stored(accounts: list[AccountConfigured], account_id: int) -> list[AccountConfigured]:
-    return [a for a in accounts if a.account_id == account_id]
+def stored(accounts: list[tuple[AccountConfigured, bool]], account_id: int) -> list[AccountConfigured]:
+    return [config for config, _ in accounts if config.account_id == account_id]
+
+
+async def claim_ana(
+    repo: DeliveryRepository, campaign_id: int, claimer: str = ME, account_id: int = 1
+) -> Claim:
+    """Claim recipient 7 (ana@example.com) of the campaign."""
+    return await repo.claim(campaign_id, 7, ANA, account_id, claimer)
 
 
 class TestAccountRepositorySave:
@@ -74,9 +98,19 @@ class TestAccountRepositorySave:
 
         assert await repo.save(account) is True
 
+    async def test_a_new_configuration_keeps_the_pause(self, sender_conn: asyncpg.Connection) -> None:
+        repo = AccountRepository(sender_conn)
+        first = an_account(occurred_at=utc_now() - timedelta(minutes=1))
+        await repo.save(first)
+        await repo.set_paused(first.account_id, True, "bounce brake", None, utc_now())
+
+        await repo.save(an_account(first.account_id, rate_per_second=5))
+
+        assert await repo.is_paused(first.account_id) is True
+
 
 class TestAccountRepositoryAll:
-    async def test_lists_the_latest_configuration_of_each_account_by_id(
+    async def test_lists_the_latest_configuration_of_each_account_by_id_with_its_pause(
         self, sender_conn: asyncpg.Connection
     ) -> None:
         repo = AccountRepository(sender_conn)
@@ -85,18 +119,121 @@ class TestAccountRepositoryAll:
         await repo.save(an_account(low, occurred_at=utc_now() - timedelta(minutes=1)))
         latest_low = an_account(low, rate_per_second=3)
         await repo.save(latest_low)
+        await repo.set_paused(high, True, "operator", None, utc_now())
 
-        ours = [a for a in await repo.all() if a.account_id in (low, high)]
+        ours = [(a, paused) for a, paused in await repo.all() if a.account_id in (low, high)]
 
-        assert [a.account_id for a in ours] == [low, high]
-        assert ours[0] == latest_low
+        assert [(a.account_id, paused) for a, paused in ours] == [(low, False), (high, True)]
+        assert ours[0][0] == latest_low
+
+
+class TestAccountRepositorySetPaused:
+    async def test_pauses_and_resumes_a_known_account(self, sender_conn: asyncpg.Connection) -> None:
+        repo = AccountRepository(sender_conn)
+        account = an_account()
+        await repo.save(account)
+        until = utc_now() + timedelta(hours=1)
+        paused_at = utc_now()
+
+        assert await repo.set_paused(account.account_id, True, "bounce brake", until, paused_at) is True
+
+        assert await repo.is_paused(account.account_id) is True
+        row = await sender_conn.fetchrow(
+            "SELECT pause_reason, paused_until, state_at FROM sender.accounts WHERE account_id = $1",
+            account.account_id,
+        )
+        assert tuple(row) == ("bounce brake", until, paused_at)
+
+        resumed_at = paused_at + timedelta(seconds=1)
+        assert await repo.set_paused(account.account_id, False, "operator", None, resumed_at) is False
+        assert await repo.is_paused(account.account_id) is False
+
+    async def test_a_pause_older_than_the_resume_is_ignored(self, sender_conn: asyncpg.Connection) -> None:
+        repo = AccountRepository(sender_conn)
+        account = an_account()
+        await repo.save(account)
+        resumed_at = utc_now()
+        await repo.set_paused(account.account_id, False, "operator", None, resumed_at)
+
+        late = await repo.set_paused(
+            account.account_id, True, "bounce brake", None, resumed_at - timedelta(seconds=1)
+        )
+
+        assert late is None
+        assert await repo.is_paused(account.account_id) is False
+
+    async def test_a_resume_older_than_the_pause_is_ignored(self, sender_conn: asyncpg.Connection) -> None:
+        repo = AccountRepository(sender_conn)
+        account = an_account()
+        await repo.save(account)
+        paused_at = utc_now()
+        await repo.set_paused(account.account_id, True, "bounce brake", None, paused_at)
+
+        late = await repo.set_paused(
+            account.account_id, False, "operator", None, paused_at - timedelta(minutes=1)
+        )
+
+        assert late is None
+        assert await repo.is_paused(account.account_id) is True
+        reason = await sender_conn.fetchval(
+            "SELECT pause_reason FROM sender.accounts WHERE account_id = $1", account.account_id
+        )
+        assert reason == "bounce brake"
+
+    async def test_a_pause_before_the_configuration_is_ignored(self, sender_conn: asyncpg.Connection) -> None:
+        repo = AccountRepository(sender_conn)
+        account = an_account()
+
+        assert await repo.set_paused(account.account_id, True, "operator", None, utc_now()) is None
+
+        assert await repo.is_paused(account.account_id) is False
+        await repo.save(account)
+        assert await repo.is_paused(account.account_id) is False
+
+
+class TestAccountRepositorySentPerMinute:
+    async def test_counts_only_the_accounts_sends_of_the_last_24_hours_by_minute(
+        self, sender_conn: asyncpg.Connection
+    ) -> None:
+        account_id, other_account, campaign_id = unique_id(), unique_id(), unique_id()
+        minute = (utc_now() - timedelta(minutes=10)).replace(second=0, microsecond=0)
+        day_start = (utc_now() - timedelta(hours=23, minutes=50)).replace(second=0, microsecond=0)
+        rows: list[tuple[int, str, datetime]] = [
+            (account_id, "sent", minute + timedelta(seconds=5)),
+            (account_id, "sent", minute + timedelta(seconds=55)),
+            (account_id, "sent", minute + timedelta(minutes=1, seconds=1)),
+            (account_id, "sent", day_start + timedelta(seconds=30)),
+            (account_id, "sent", utc_now() - timedelta(hours=25)),
+            (account_id, "failed", minute + timedelta(seconds=10)),
+            (account_id, "skipped", minute + timedelta(seconds=10)),
+            (account_id, "indeterminate", minute + timedelta(seconds=10)),
+            (other_account, "sent", minute + timedelta(seconds=10)),
+        ]
+        await sender_conn.executemany(
+            "INSERT INTO sender.deliveries (campaign_id, recipient_id, email, account_id, claimed_by,"
+            " status, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            [
+                (campaign_id, rid, ANA, account, ME, status, at)
+                for rid, (account, status, at) in enumerate(rows)
+            ],
+        )
+        await DeliveryRepository(sender_conn).claim(campaign_id, 100, ANA, account_id, ME)
+
+        counted = await AccountRepository(sender_conn).sent_per_minute(account_id)
+
+        assert counted == [(day_start, 1), (minute, 2), (minute + timedelta(minutes=1), 1)]
+
+    async def test_an_account_without_sends_has_an_empty_window(
+        self, sender_conn: asyncpg.Connection
+    ) -> None:
+        assert await AccountRepository(sender_conn).sent_per_minute(unique_id()) == []
 
 
 class TestCampaignRepository:
     async def test_a_campaign_not_received_is_unknown_and_not_cancelled(
         self, sender_conn: asyncpg.Connection
     ) -> None:
-        assert await CampaignRepository(sender_conn).get(unique_id()) == (None, False)
+        assert await CampaignRepository(sender_conn).get(unique_id()) == UNKNOWN
 
     async def test_keeps_the_content_of_a_started_campaign(self, sender_conn: asyncpg.Connection) -> None:
         repo = CampaignRepository(sender_conn)
@@ -104,7 +241,7 @@ class TestCampaignRepository:
 
         await repo.save(campaign)
 
-        assert await repo.get(campaign.campaign_id) == (campaign, False)
+        assert await repo.get(campaign.campaign_id) == CampaignState(campaign, cancelled=False, paused=False)
 
     async def test_saving_again_is_harmless(self, sender_conn: asyncpg.Connection) -> None:
         repo = CampaignRepository(sender_conn)
@@ -113,7 +250,7 @@ class TestCampaignRepository:
 
         await repo.save(campaign)
 
-        assert await repo.get(campaign.campaign_id) == (campaign, False)
+        assert await repo.get(campaign.campaign_id) == CampaignState(campaign, cancelled=False, paused=False)
 
     async def test_cancels_a_started_campaign(self, sender_conn: asyncpg.Connection) -> None:
         repo = CampaignRepository(sender_conn)
@@ -122,35 +259,212 @@ class TestCampaignRepository:
 
         await repo.cancel(campaign.campaign_id)
 
-        assert await repo.get(campaign.campaign_id) == (campaign, True)
+        assert await repo.get(campaign.campaign_id) == CampaignState(campaign, cancelled=True, paused=False)
 
     async def test_a_cancellation_may_come_before_the_content(self, sender_conn: asyncpg.Connection) -> None:
         repo = CampaignRepository(sender_conn)
         campaign = a_campaign(unique_id())
 
         await repo.cancel(campaign.campaign_id)
-        assert await repo.get(campaign.campaign_id) == (None, True)
+        assert await repo.get(campaign.campaign_id) == CampaignState(None, cancelled=True, paused=False)
 
         await repo.save(campaign)
-        assert await repo.get(campaign.campaign_id) == (campaign, True)
+        assert await repo.get(campaign.campaign_id) == CampaignState(campaign, cancelled=True, paused=False)
+
+
+class TestCampaignRepositorySetPaused:
+    async def test_pauses_and_resumes_a_started_campaign(self, sender_conn: asyncpg.Connection) -> None:
+        repo = CampaignRepository(sender_conn)
+        campaign = a_campaign(unique_id())
+        await repo.save(campaign)
+        paused_at = utc_now()
+
+        await repo.set_paused(campaign.campaign_id, True, paused_at)
+        assert await repo.get(campaign.campaign_id) == CampaignState(campaign, cancelled=False, paused=True)
+
+        await repo.set_paused(campaign.campaign_id, False, paused_at + timedelta(seconds=1))
+        assert await repo.get(campaign.campaign_id) == CampaignState(campaign, cancelled=False, paused=False)
+
+    async def test_a_pause_may_come_before_the_content_and_survives_it(
+        self, sender_conn: asyncpg.Connection
+    ) -> None:
+        repo = CampaignRepository(sender_conn)
+        campaign = a_campaign(unique_id())
+
+        await repo.set_paused(campaign.campaign_id, True, utc_now())
+        await repo.save(campaign)
+
+        assert await repo.get(campaign.campaign_id) == CampaignState(campaign, cancelled=False, paused=True)
+
+    @pytest.mark.parametrize("newer_pauses", [True, False], ids=["late-resume", "late-pause"])
+    async def test_an_older_event_arriving_late_is_ignored(
+        self, sender_conn: asyncpg.Connection, newer_pauses: bool
+    ) -> None:
+        repo = CampaignRepository(sender_conn)
+        campaign_id = unique_id()
+        newer_at = utc_now()
+        await repo.set_paused(campaign_id, newer_pauses, newer_at)
+
+        await repo.set_paused(campaign_id, not newer_pauses, newer_at - timedelta(seconds=1))
+
+        assert (await repo.get(campaign_id)).paused is newer_pauses
+        assert (await repo.lock_state(campaign_id)).paused is newer_pauses
+
+
+class TestCampaignRepositoryLockState:
+    async def test_an_unknown_campaign_is_neither_paused_nor_cancelled(
+        self, sender_conn: asyncpg.Connection
+    ) -> None:
+        assert await CampaignRepository(sender_conn).lock_state(unique_id()) == UNKNOWN
+
+    async def test_gives_the_pause_and_cancel_state_without_the_content(
+        self, sender_conn: asyncpg.Connection
+    ) -> None:
+        repo = CampaignRepository(sender_conn)
+        campaign = a_campaign(unique_id())
+        await repo.save(campaign)
+        await repo.set_paused(campaign.campaign_id, True, utc_now())
+        await repo.cancel(campaign.campaign_id)
+
+        assert await repo.lock_state(campaign.campaign_id) == CampaignState(None, cancelled=True, paused=True)
+
+
+class TestCampaignRepositoryHalted:
+    async def test_lists_the_paused_and_the_cancelled_campaigns_only(
+        self, sender_conn: asyncpg.Connection
+    ) -> None:
+        repo = CampaignRepository(sender_conn)
+        paused, cancelled, resumed, running = (a_campaign(unique_id()) for _ in range(4))
+        for campaign in (paused, cancelled, resumed, running):
+            await repo.save(campaign)
+        await repo.set_paused(paused.campaign_id, True, utc_now() - timedelta(seconds=1))
+        await repo.cancel(cancelled.campaign_id)
+        await repo.set_paused(resumed.campaign_id, True, utc_now() - timedelta(seconds=1))
+        await repo.set_paused(resumed.campaign_id, False, utc_now())
+        ours = {c.campaign_id for c in (paused, cancelled, resumed, running)}
+
+        halted = [state for state in await repo.halted() if state.campaign_id in ours]
+
+        assert sorted(halted, key=lambda s: s.paused) == [
+            CampaignState(None, cancelled=True, paused=False, campaign_id=cancelled.campaign_id),
+            CampaignState(None, cancelled=False, paused=True, campaign_id=paused.campaign_id),
+        ]
+
+
+class TestCampaignRepositoryPark:
+    async def test_keeps_batches_aside_oldest_first_until_unparked(
+        self, sender_conn: asyncpg.Connection
+    ) -> None:
+        repo = CampaignRepository(sender_conn)
+        campaign_id, other_campaign = unique_id(), unique_id()
+        older, newer, others = uuid4(), uuid4(), uuid4()
+        await repo.park(newer, campaign_id, 11, 9, b'{"n": 2}')
+        await repo.park(older, campaign_id, 12, 0, b'{"n": 1}')
+        await repo.park(others, other_campaign, 11, 5, b"{}")
+        # Within one transaction now() does not move: date the first one after the second.
+        await sender_conn.execute(
+            "UPDATE sender.parked_batches SET parked_at = parked_at + interval '1 minute' WHERE batch_id = $1",
+            newer,
+        )
+
+        assert await repo.parked(campaign_id) == [
+            ParkedBatch(older, 12, 0, b'{"n": 1}'),
+            ParkedBatch(newer, 11, 9, b'{"n": 2}'),
+        ]
+
+        await repo.unpark([older, newer])
+
+        assert await repo.parked(campaign_id) == []
+        assert [b.batch_id for b in await repo.parked(other_campaign)] == [others]
+
+    async def test_parking_a_redelivered_batch_again_keeps_one(self, sender_conn: asyncpg.Connection) -> None:
+        repo = CampaignRepository(sender_conn)
+        campaign_id, batch_id = unique_id(), uuid4()
+        await repo.park(batch_id, campaign_id, 11, 3, b"first")
+
+        await repo.park(batch_id, campaign_id, 11, 3, b"again")
+
+        assert await repo.parked(campaign_id) == [ParkedBatch(batch_id, 11, 3, b"first")]
+
+
+@pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[tuple[asyncpg.Connection, asyncpg.Connection]]:
+    """Two sessions of the sender's schema that commit, for what one locks and the other waits on."""
+    connections: list[asyncpg.Connection] = []
+    for _ in range(2):
+        connection = await asyncpg.connect(database_url, server_settings={"search_path": "sender"})
+        await db.init_connection(connection)
+        connections.append(connection)
+    try:
+        yield connections[0], connections[1]
+    finally:
+        for connection in connections:
+            await connection.close()
+
+
+async def refused_while_locked(conn: asyncpg.Connection, query: str, *args: object) -> bool:
+    """Whether `query` cannot take its row lock at once (another transaction holds it)."""
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL lock_timeout = '200ms'")
+            await conn.execute(query, *args)
+    except asyncpg.LockNotAvailableError:
+        return True
+    return False
+
+
+class TestCampaignRepositoryLocks:
+    async def test_the_state_stays_locked_until_the_transaction_ends(
+        self, sessions: tuple[asyncpg.Connection, asyncpg.Connection]
+    ) -> None:
+        parking, resuming = sessions
+        campaign_id = unique_id()
+        await CampaignRepository(parking).set_paused(campaign_id, True, utc_now())
+        try:
+            async with parking.transaction():
+                assert (await CampaignRepository(parking).lock_state(campaign_id)).paused
+                # A resume waits for the batch being parked under the lock.
+                assert await refused_while_locked(
+                    resuming, "UPDATE sender.campaigns SET paused = false WHERE campaign_id = $1", campaign_id
+                )
+            assert not await refused_while_locked(
+                resuming, "UPDATE sender.campaigns SET paused = false WHERE campaign_id = $1", campaign_id
+            )
+        finally:
+            await parking.execute("DELETE FROM sender.campaigns WHERE campaign_id = $1", campaign_id)
+
+    async def test_parked_batches_stay_locked_until_the_transaction_ends(
+        self, sessions: tuple[asyncpg.Connection, asyncpg.Connection]
+    ) -> None:
+        republishing, other = sessions
+        campaign_id, batch_id = unique_id(), uuid4()
+        await CampaignRepository(republishing).park(batch_id, campaign_id, 11, 0, b"{}")
+        delete = "DELETE FROM sender.parked_batches WHERE batch_id = $1"
+        try:
+            async with republishing.transaction():
+                assert [b.batch_id for b in await CampaignRepository(republishing).parked(campaign_id)] == [
+                    batch_id
+                ]
+                # A second replica republishing the same campaign waits instead of doubling the batch.
+                assert await refused_while_locked(other, delete, batch_id)
+            assert not await refused_while_locked(other, delete, batch_id)
+        finally:
+            await republishing.execute(delete, batch_id)
 
 
 class TestDeliveryRepositoryClaim:
-    async def test_the_first_claim_records_the_delivery_as_sending(
+    async def test_the_first_claim_records_the_delivery_as_sending_by_its_claimer(
         self, sender_conn: asyncpg.Connection
     ) -> None:
         campaign_id = unique_id()
 
-        assert await DeliveryRepository(sender_conn).claim(campaign_id, 7, "ana@example.com") is True
+        claim = await claim_ana(DeliveryRepository(sender_conn), campaign_id, account_id=42)
 
+        assert claim == Claim(True, "sending", ME)
         row = await delivery(sender_conn, campaign_id, 7)
         assert row is not None
-        assert (row["email"], row["status"], row["provider_message_id"], row["reason"]) == (
-            "ana@example.com",
-            "sending",
-            None,
-            None,
-        )
+        assert (row["email"], row["account_id"], row["claimed_by"], row["status"]) == (ANA, 42, ME, "sending")
+        assert (row["provider_message_id"], row["reason"]) == (None, None)
         assert row["started_at"] is not None and row["finished_at"] is None
 
     async def test_a_second_claim_of_the_same_delivery_is_refused(
@@ -158,25 +472,103 @@ class TestDeliveryRepositoryClaim:
     ) -> None:
         repo = DeliveryRepository(sender_conn)
         campaign_id = unique_id()
-        await repo.claim(campaign_id, 7, "ana@example.com")
+        await claim_ana(repo, campaign_id)
 
-        assert await repo.claim(campaign_id, 7, "ana@example.com") is False
+        assert await claim_ana(repo, campaign_id) == Claim(False, "sending", ME)
 
-    async def test_a_finished_delivery_cannot_be_claimed_again(self, sender_conn: asyncpg.Connection) -> None:
+    async def test_a_claim_in_flight_elsewhere_tells_who_holds_it(
+        self, sender_conn: asyncpg.Connection
+    ) -> None:
         repo = DeliveryRepository(sender_conn)
         campaign_id = unique_id()
-        await repo.claim(campaign_id, 7, "ana@example.com")
-        await repo.finish(campaign_id, 7, "sent", "<id@x>", None)
+        await claim_ana(repo, campaign_id, GONE)
 
-        assert await repo.claim(campaign_id, 7, "ana@example.com") is False
+        assert await claim_ana(repo, campaign_id, ME) == Claim(False, "sending", GONE)
+
+        row = await delivery(sender_conn, campaign_id, 7)
+        assert row is not None and row["claimed_by"] == GONE
+
+    @pytest.mark.parametrize("status", ["sent", "failed", "skipped", "indeterminate"])
+    async def test_a_finished_delivery_cannot_be_claimed_again(
+        self, sender_conn: asyncpg.Connection, status: str
+    ) -> None:
+        repo = DeliveryRepository(sender_conn)
+        campaign_id = unique_id()
+        await claim_ana(repo, campaign_id, GONE)
+        await repo.finish(campaign_id, 7, status, None, None)
+
+        assert await claim_ana(repo, campaign_id, ME) == Claim(False, status, GONE)
 
     async def test_claims_are_per_campaign_and_recipient(self, sender_conn: asyncpg.Connection) -> None:
         repo = DeliveryRepository(sender_conn)
         campaign_id, other_campaign = unique_id(), unique_id()
-        await repo.claim(campaign_id, 7, "ana@example.com")
+        await claim_ana(repo, campaign_id)
 
-        assert await repo.claim(campaign_id, 8, "bruno@example.net") is True
-        assert await repo.claim(other_campaign, 7, "ana@example.com") is True
+        assert (await repo.claim(campaign_id, 8, "bruno@example.net", 1, ME)).won is True
+        assert (await claim_ana(repo, other_campaign)).won is True
+
+
+class TestDeliveryRepositoryTakeOver:
+    async def test_takes_over_the_claim_of_the_named_process(self, sender_conn: asyncpg.Connection) -> None:
+        repo = DeliveryRepository(sender_conn)
+        campaign_id = unique_id()
+        await claim_ana(repo, campaign_id, GONE)
+
+        assert await repo.take_over(campaign_id, 7, GONE, ME) is True
+
+        row = await delivery(sender_conn, campaign_id, 7)
+        assert row is not None and (row["status"], row["claimed_by"]) == ("sending", ME)
+
+    async def test_refuses_when_another_process_holds_the_claim(
+        self, sender_conn: asyncpg.Connection
+    ) -> None:
+        repo = DeliveryRepository(sender_conn)
+        campaign_id = unique_id()
+        await claim_ana(repo, campaign_id, GONE)
+        await repo.take_over(campaign_id, 7, GONE, "sender-c:303:cccc")
+
+        # Two replicas saw the same dead claim: only the first takes it over.
+        assert await repo.take_over(campaign_id, 7, GONE, ME) is False
+
+        row = await delivery(sender_conn, campaign_id, 7)
+        assert row is not None and row["claimed_by"] == "sender-c:303:cccc"
+
+    async def test_refuses_a_finished_delivery(self, sender_conn: asyncpg.Connection) -> None:
+        repo = DeliveryRepository(sender_conn)
+        campaign_id = unique_id()
+        await claim_ana(repo, campaign_id, GONE)
+        await repo.finish(campaign_id, 7, "indeterminate", None, "judged by another replica")
+
+        assert await repo.take_over(campaign_id, 7, GONE, ME) is False
+
+        row = await delivery(sender_conn, campaign_id, 7)
+        assert row is not None and (row["status"], row["claimed_by"]) == ("indeterminate", GONE)
+
+    async def test_refuses_a_delivery_never_claimed(self, sender_conn: asyncpg.Connection) -> None:
+        campaign_id = unique_id()
+
+        assert await DeliveryRepository(sender_conn).take_over(campaign_id, 7, GONE, ME) is False
+        assert await delivery(sender_conn, campaign_id, 7) is None
+
+    async def test_takes_over_a_claim_written_before_claimers_were_recorded(
+        self, sender_conn: asyncpg.Connection
+    ) -> None:
+        # Rows in flight when the migration added `claimed_by` have none: `claim` reports None, and
+        # the resend setting hands that None back here.
+        repo = DeliveryRepository(sender_conn)
+        campaign_id = unique_id()
+        await sender_conn.execute(
+            "INSERT INTO sender.deliveries (campaign_id, recipient_id, email, status) VALUES ($1, 7, $2, 'sending')",
+            campaign_id,
+            ANA,
+        )
+        claim = await claim_ana(repo, campaign_id)
+        assert claim == Claim(False, "sending", None)
+
+        assert await repo.take_over(campaign_id, 7, claim.claimed_by, ME) is True
+
+        row = await delivery(sender_conn, campaign_id, 7)
+        assert row is not None and row["claimed_by"] == ME
 
 
 class TestDeliveryRepositoryFinish:
@@ -186,6 +578,7 @@ class TestDeliveryRepositoryFinish:
             ("sent", "<abc@mailer.example>", None),
             ("failed", None, "550 5.1.1 user unknown"),
             ("skipped", None, "campaign cancelled"),
+            ("indeterminate", None, "connection lost after the message data was sent"),
         ],
     )
     async def test_completes_a_claimed_delivery_with_its_outcome(
@@ -197,9 +590,9 @@ class TestDeliveryRepositoryFinish:
     ) -> None:
         repo = DeliveryRepository(sender_conn)
         campaign_id = unique_id()
-        await repo.claim(campaign_id, 7, "ana@example.com")
+        await claim_ana(repo, campaign_id)
 
-        await repo.finish(campaign_id, 7, status, provider_message_id, reason)
+        assert await repo.finish(campaign_id, 7, status, provider_message_id, reason) is True
 
         row = await delivery(sender_conn, campaign_id, 7)
         assert row is not None
@@ -213,28 +606,42 @@ class TestDeliveryRepositoryFinish:
     async def test_does_not_change_a_delivery_already_finished(self, sender_conn: asyncpg.Connection) -> None:
         repo = DeliveryRepository(sender_conn)
         campaign_id = unique_id()
-        await repo.claim(campaign_id, 7, "ana@example.com")
+        await claim_ana(repo, campaign_id)
         await repo.finish(campaign_id, 7, "sent", "<first@x>", None)
 
-        await repo.finish(campaign_id, 7, "failed", None, "late refusal")
+        assert await repo.finish(campaign_id, 7, "failed", None, "late refusal") is False
 
         row = await delivery(sender_conn, campaign_id, 7)
         assert row is not None
         assert (row["status"], row["provider_message_id"], row["reason"]) == ("sent", "<first@x>", None)
+
+    async def test_a_send_judged_indeterminate_meanwhile_stays_so(
+        self, sender_conn: asyncpg.Connection
+    ) -> None:
+        repo = DeliveryRepository(sender_conn)
+        campaign_id = unique_id()
+        await claim_ana(repo, campaign_id)
+        # Another replica got the batch again and reported the claim as indeterminate.
+        await repo.finish(campaign_id, 7, "indeterminate", None, "the sender stopped")
+
+        assert await repo.finish(campaign_id, 7, "sent", "<late@x>", None) is False
+
+        row = await delivery(sender_conn, campaign_id, 7)
+        assert row is not None and (row["status"], row["provider_message_id"]) == ("indeterminate", None)
 
     async def test_does_not_create_a_delivery_that_was_never_claimed(
         self, sender_conn: asyncpg.Connection
     ) -> None:
         campaign_id = unique_id()
 
-        await DeliveryRepository(sender_conn).finish(campaign_id, 7, "sent", "<id@x>", None)
+        assert await DeliveryRepository(sender_conn).finish(campaign_id, 7, "sent", "<id@x>", None) is False
 
         assert await delivery(sender_conn, campaign_id, 7) is None
 
     async def test_refuses_an_unknown_status(self, sender_conn: asyncpg.Connection) -> None:
         repo = DeliveryRepository(sender_conn)
         campaign_id = unique_id()
-        await repo.claim(campaign_id, 7, "ana@example.com")
+        await claim_ana(repo, campaign_id)
 
         with pytest.raises(asyncpg.CheckViolationError):
             async with sender_conn.transaction():
@@ -245,35 +652,121 @@ class TestDeliveryRepositoryRelease:
     async def test_gives_a_claim_back_so_a_retry_can_claim_it(self, sender_conn: asyncpg.Connection) -> None:
         repo = DeliveryRepository(sender_conn)
         campaign_id = unique_id()
-        await repo.claim(campaign_id, 7, "ana@example.com")
+        await claim_ana(repo, campaign_id)
 
         await repo.release(campaign_id, 7)
 
         assert await delivery(sender_conn, campaign_id, 7) is None
-        assert await repo.claim(campaign_id, 7, "ana@example.com") is True
+        assert (await claim_ana(repo, campaign_id)).won is True
 
-    @pytest.mark.parametrize("status", ["sent", "failed", "skipped"])
+    @pytest.mark.parametrize("status", ["sent", "failed", "skipped", "indeterminate"])
     async def test_leaves_a_finished_delivery_alone(
         self, sender_conn: asyncpg.Connection, status: str
     ) -> None:
         repo = DeliveryRepository(sender_conn)
         campaign_id = unique_id()
-        await repo.claim(campaign_id, 7, "ana@example.com")
+        await claim_ana(repo, campaign_id)
         await repo.finish(campaign_id, 7, status, None, None)
 
         await repo.release(campaign_id, 7)
 
         row = await delivery(sender_conn, campaign_id, 7)
         assert row is not None and row["status"] == status
-        assert await repo.claim(campaign_id, 7, "ana@example.com") is False
+        assert (await claim_ana(repo, campaign_id)).won is False
 
     async def test_leaves_other_recipients_claims_alone(self, sender_conn: asyncpg.Connection) -> None:
         repo = DeliveryRepository(sender_conn)
         campaign_id = unique_id()
-        await repo.claim(campaign_id, 7, "ana@example.com")
-        await repo.claim(campaign_id, 8, "bruno@example.net")
+        await claim_ana(repo, campaign_id)
+        await repo.claim(campaign_id, 8, "bruno@example.net", 1, ME)
 
         await repo.release(campaign_id, 7)
 
         row = await delivery(sender_conn, campaign_id, 8)
         assert row is not None and row["status"] == "sending"
+
+
+class TestAddressRepository:
+    async def test_nobody_is_blocked_by_default(self, sender_conn: asyncpg.Connection) -> None:
+        assert await AddressRepository(sender_conn).blocked([a_recipient(1), a_recipient(2)]) == {}
+
+    async def test_suppressed_and_unsubscribed_addresses_are_blocked_with_their_reason(
+        self, sender_conn: asyncpg.Connection
+    ) -> None:
+        repo = AddressRepository(sender_conn)
+        bounced, left, kept = a_recipient(1), a_recipient(2), a_recipient(3)
+        await repo.suppress(bounced.email, "bounce", utc_now())
+        await repo.unsubscribe(left.email, utc_now())
+
+        assert await repo.blocked([bounced, left, kept]) == {
+            bounced.email: "suppressed: bounce",
+            left.email: "unsubscribed from every campaign",
+        }
+
+    async def test_addresses_match_whatever_their_case(self, sender_conn: asyncpg.Connection) -> None:
+        repo = AddressRepository(sender_conn)
+        bounced, left = a_recipient(1, email="Ana.Souza@Example.COM"), a_recipient(2)
+        await repo.suppress("ANA.SOUZA@example.com", "complaint", utc_now())
+        await repo.unsubscribe(left.email.upper(), utc_now())
+        shouting = a_recipient(2, email=left.email.upper())
+
+        assert await repo.blocked([bounced, shouting]) == {
+            "ana.souza@example.com": "suppressed: complaint",
+            left.email.lower(): "unsubscribed from every campaign",
+        }
+
+    async def test_a_lifted_suppression_no_longer_blocks(self, sender_conn: asyncpg.Connection) -> None:
+        repo = AddressRepository(sender_conn)
+        lifted = a_recipient(1)
+        suppressed_at = utc_now()
+        await repo.suppress(lifted.email, "manual", suppressed_at)
+
+        await repo.unsuppress(lifted.email.upper(), suppressed_at + timedelta(seconds=1))
+
+        assert await repo.blocked([lifted]) == {}
+
+    async def test_a_suppression_older_than_its_lifting_arriving_late_stays_lifted(
+        self, sender_conn: asyncpg.Connection
+    ) -> None:
+        repo = AddressRepository(sender_conn)
+        lifted = a_recipient(1)
+        lifted_at = utc_now()
+        await repo.unsuppress(lifted.email, lifted_at)
+
+        await repo.suppress(lifted.email, "bounce", lifted_at - timedelta(seconds=1))
+
+        assert await repo.blocked([lifted]) == {}
+
+    async def test_a_lifting_older_than_the_suppression_arriving_late_changes_nothing(
+        self, sender_conn: asyncpg.Connection
+    ) -> None:
+        repo = AddressRepository(sender_conn)
+        bounced = a_recipient(1)
+        suppressed_at = utc_now()
+        await repo.suppress(bounced.email, "soft_bounce", suppressed_at)
+
+        await repo.unsuppress(bounced.email, suppressed_at - timedelta(minutes=1))
+
+        assert await repo.blocked([bounced]) == {bounced.email: "suppressed: soft_bounce"}
+
+    async def test_a_newer_suppression_after_a_lifting_blocks_again(
+        self, sender_conn: asyncpg.Connection
+    ) -> None:
+        repo = AddressRepository(sender_conn)
+        address = a_recipient(1)
+        at = utc_now()
+        await repo.suppress(address.email, "manual", at - timedelta(minutes=2))
+        await repo.unsuppress(address.email, at - timedelta(minutes=1))
+
+        await repo.suppress(address.email, "complaint", at)
+
+        assert await repo.blocked([address]) == {address.email: "suppressed: complaint"}
+
+    async def test_unsubscribing_twice_is_harmless(self, sender_conn: asyncpg.Connection) -> None:
+        repo = AddressRepository(sender_conn)
+        left = a_recipient(1)
+        await repo.unsubscribe(left.email, utc_now())
+
+        await repo.unsubscribe(left.email, utc_now())
+
+        assert await repo.blocked([left]) == {left.email: "unsubscribed from every campaign"}
