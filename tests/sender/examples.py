@@ -32,6 +32,7 @@ def an_account(
     *,
     active: bool = True,
     rate_per_second: float = 1000.0,
+    max_connections: int = 3,
     occurred_at: datetime | None = None,
 ) -> AccountConfigured:
     """An SMTP sending account; the rate is high so tests do not wait on the throttle."""
@@ -42,6 +43,7 @@ def an_account(
         transport="smtp",
         smtp=SmtpConnection(host="127.0.0.1", port=2525, security="none"),
         rate_per_second=rate_per_second,
+        max_connections=max_connections,
         active=active,
         **extra,
     )
