@@ -224,6 +224,10 @@ class SmtpTransport:
             # Connected, but STARTTLS or AUTH that the settings need is not offered: no message can go.
             client.close()
             raise AccountRefusedError(f"server does not offer what the account needs: {exc}") from exc
+        except BaseException:
+            # Cancelled mid-handshake (the account was paused): leave no half-open socket behind.
+            client.close()
+            raise
         return client
 
     async def _transaction(self, client: aiosmtplib.SMTP, mail: OutgoingMail) -> None:

@@ -69,6 +69,12 @@ def a_mail(to: str, sender: str = "news@mailer.example") -> OutgoingMail:
     )
 
 
+def connection(server: SMTP) -> asyncio.BaseTransport:
+    """The server's side of the client's connection."""
+    assert server.transport is not None
+    return server.transport
+
+
 @dataclass
 class RefusingSink(SmtpSink):
     """The sink, refusing recipients "hard…" (550) and "soft…" (451) and senders "blocked…" (451),
@@ -76,6 +82,8 @@ class RefusingSink(SmtpSink):
     connection and raw bytes, each QUIT and how many messages were in DATA at once."""
 
     peers: list[Any] = field(default_factory=list)
+    # the connection of each MAIL FROM, accepted or not
+    transactions: list[Any] = field(default_factory=list)
     # per message: (was its connection encrypted, was it logged in)
     encrypted_logins: list[tuple[bool, bool]] = field(default_factory=list)
     raw: list[bytes] = field(default_factory=list)
@@ -100,6 +108,7 @@ class RefusingSink(SmtpSink):
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
     ) -> str:
+        self.transactions.append(session.peer)
         if address.startswith("blocked"):
             return "451 4.3.0 sender temporarily refused"
         envelope.mail_from = address
@@ -111,7 +120,7 @@ class RefusingSink(SmtpSink):
     ) -> str:
         if self.drops_at_rcpt[address] > 0:
             self.drops_at_rcpt[address] -= 1
-            server.transport.close()
+            connection(server).close()
             return "250 OK"
         if address in self.rcpt_replies:
             return self.rcpt_replies[address]
@@ -134,13 +143,13 @@ class RefusingSink(SmtpSink):
             return self.data_replies[recipient]
         self.peers.append(session.peer)
         self.encrypted_logins.append(
-            (server.transport.get_extra_info("ssl_object") is not None, bool(session.authenticated))
+            (connection(server).get_extra_info("ssl_object") is not None, bool(session.authenticated))
         )
         self.raw.append(bytes(envelope.original_content or b""))
         accepted = await super().handle_DATA(server, session, envelope)
         if self.drops_after_data[recipient] > 0:
             self.drops_after_data[recipient] -= 1
-            server.transport.close()
+            connection(server).close()
         return accepted
 
     async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -573,6 +582,39 @@ class TestSmtpTransportClose:
 
         assert sink.count_by_recipient() == {"ana@example.com": 1, "bruno@example.net": 1}
         assert sink.peers[0] != sink.peers[1]
+
+    async def test_a_connection_busy_during_close_is_quit_when_its_send_ends(
+        self, transport: SmtpTransport, sink: RefusingSink
+    ) -> None:
+        sink.data_seconds = 0.2
+        sending = asyncio.ensure_future(transport.send(a_mail("ana@example.com")))
+        await asyncio.sleep(0.1)
+
+        await transport.close()
+        assert sink.quits == 0
+        await sending
+
+        assert sink.quits == 1
+        assert sink.count_by_recipient() == {"ana@example.com": 1}
+
+    async def test_a_send_cancelled_mid_transaction_leaves_no_connection_in_the_pool(
+        self, transport: SmtpTransport, sink: RefusingSink
+    ) -> None:
+        sink.data_seconds = 0.2
+        sending = asyncio.ensure_future(transport.send(a_mail("ana@example.com")))
+        await asyncio.sleep(0.1)
+
+        sending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sending
+
+        await transport.send(a_mail("bruno@example.net"))
+        await transport.close()
+
+        # bruno's message went on a new connection, the only one left to say QUIT on.
+        assert len(sink.transactions) == 2
+        assert sink.transactions[0] != sink.transactions[1]
+        assert sink.quits == 1
 
     async def test_closing_an_unused_transport_says_nothing(self, sink: RefusingSink) -> None:
         await smtp_transport(sink.port).close()
