@@ -105,7 +105,7 @@ _DAILY_QUOTA = re.compile(r"daily message quota", re.IGNORECASE)
 # when an account is paused or suspended). Shared with SES's MessageRejected texts.
 _ACCOUNT_REFUSED = re.compile(
     r"access denied|not verified|did not have authority|not authori[sz]ed|not subscribed|"
-    r"authentication|sending paused|paused|suspend|probation",
+    r"authentication|paused|suspend|probation",
     re.IGNORECASE,
 )
 # 530 authentication required, 534 mechanism too weak, 535 credentials invalid, 538 encryption
