@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from faststream.rabbit import Channel
 
+from services.sender import repository as sender_repo
 from services.sender.control import Control, Halt
 from services.sender.transport import MailTransport, SesTransport, SmtpTransport
 from shared.contracts import AccountConfigured, topology
@@ -114,6 +115,21 @@ class SendingAccounts:
             return self._accounts[account_id]
         except KeyError:
             raise RetryLater(f"account {account_id} is not active on this sender") from None
+
+    async def sync(self, runtime: Runtime, account_id: int) -> None:
+        """Make this replica serve the account as the database says now.
+
+        Read under the account's lock: control events are handled concurrently (each arrives on
+        two queues, and a configuration and a pause may cross), so a state read before the lock
+        could be older than one already applied.
+        """
+        async with self._locks[account_id]:
+            async with runtime.pool.acquire() as conn:
+                config, paused = await sender_repo.AccountRepository(conn).get(account_id)
+            if config is None:
+                await self._set_paused(account_id, paused)
+            else:
+                await self._configure(runtime, config, paused)
 
     async def configure(self, runtime: Runtime, config: AccountConfigured, *, paused: bool) -> None:
         """Apply an account's configuration: stop what served it, start anew if it is active."""

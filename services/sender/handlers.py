@@ -65,25 +65,19 @@ async def apply_control(runtime: Runtime, event: ControlEvent) -> None:
     sender = _sender(runtime)
     if isinstance(event, AccountConfigured):
         async with runtime.transaction() as conn:
-            accounts = sender_repo.AccountRepository(conn)
-            current = await accounts.save(event)
-            paused = await accounts.is_paused(event.account_id)
-        if current:
-            await sender.accounts.configure(runtime, event, paused=paused)
+            await sender_repo.AccountRepository(conn).save(event)
+        await sender.accounts.sync(runtime, event.account_id)
     elif isinstance(event, AccountPaused | AccountResumed):
-        pausing = isinstance(event, AccountPaused)
         async with runtime.transaction() as conn:
-            accounts = sender_repo.AccountRepository(conn)
-            await accounts.set_paused(
+            await sender_repo.AccountRepository(conn).set_paused(
                 event.account_id,
-                pausing,
+                isinstance(event, AccountPaused),
                 event.reason,
                 event.until if isinstance(event, AccountPaused) else None,
                 event.occurred_at,
             )
-            paused = await accounts.is_paused(event.account_id)
-        log.info("account pause state", extra={"account_id": event.account_id, "paused": paused})
-        await sender.accounts.set_paused(event.account_id, paused)
+        log.info("account pause event", extra={"account_id": event.account_id, "event": event.routing_key})
+        await sender.accounts.sync(runtime, event.account_id)
     elif isinstance(event, CampaignPaused | CampaignResumed):
         async with runtime.transaction() as conn:
             campaigns = sender_repo.CampaignRepository(conn)
@@ -238,5 +232,5 @@ async def start(runtime: Runtime) -> None:
         {s.campaign_id for s in halted if s.paused and s.campaign_id is not None},
         {s.campaign_id for s in halted if s.cancelled and s.campaign_id is not None},
     )
-    for config, paused in configs:
-        await sender.accounts.configure(runtime, config, paused=paused)
+    for config, _ in configs:
+        await sender.accounts.sync(runtime, config.account_id)

@@ -15,17 +15,23 @@ from shared.contracts import AccountConfigured, CampaignStarted, Recipient
 UPSERT_ACCOUNT = """
 INSERT INTO accounts (account_id, config, configured_at) VALUES ($1, $2, $3)
 ON CONFLICT (account_id) DO UPDATE SET config = excluded.config, configured_at = excluded.configured_at
-WHERE accounts.configured_at <= excluded.configured_at
+WHERE accounts.configured_at IS NULL OR accounts.configured_at <= excluded.configured_at
 RETURNING account_id
 """
-SELECT_ACCOUNTS = "SELECT config, paused FROM accounts ORDER BY account_id"
-# Pause and resume may arrive before the account's configuration: the row waits for it.
+SELECT_ACCOUNTS = "SELECT config, paused FROM accounts WHERE config IS NOT NULL ORDER BY account_id"
+# Pause and resume may arrive before the account's configuration: the row keeps the pause and
+# the configuration, when it comes, finds the account paused. (`paused_until` is shown, not
+# acted on: resuming after a bounce pause is bounce's decision, announced by account.resumed.)
 SET_ACCOUNT_PAUSE = """
-UPDATE accounts SET paused = $2, pause_reason = $3, paused_until = $4, state_at = $5
-WHERE account_id = $1 AND (state_at IS NULL OR state_at <= $5)
+INSERT INTO accounts (account_id, paused, pause_reason, paused_until, state_at) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (account_id) DO UPDATE
+SET paused = excluded.paused, pause_reason = excluded.pause_reason,
+    paused_until = excluded.paused_until, state_at = excluded.state_at
+WHERE accounts.state_at IS NULL OR accounts.state_at <= excluded.state_at
 RETURNING paused
 """
 SELECT_ACCOUNT_PAUSED = "SELECT paused FROM accounts WHERE account_id = $1"
+SELECT_ACCOUNT = "SELECT config, paused FROM accounts WHERE account_id = $1"
 UPSERT_CAMPAIGN = """
 INSERT INTO campaigns (campaign_id, content) VALUES ($1, $2)
 ON CONFLICT (campaign_id) DO UPDATE SET content = excluded.content
@@ -121,12 +127,20 @@ class AccountRepository:
     async def set_paused(
         self, account_id: int, paused: bool, reason: str | None, until: datetime | None, at: datetime
     ) -> bool | None:
-        """Record a pause or resume unless a newer one is stored; the account's pause state after
-        it (None if the account is unknown here, or the event was older)."""
+        """Record a pause or resume unless a newer one is stored (even before the account's
+        configuration); the pause state it set, or None if the event was older."""
         result: bool | None = await self._conn.fetchval(
             SET_ACCOUNT_PAUSE, account_id, paused, reason, until, at
         )
         return result
+
+    async def get(self, account_id: int) -> tuple[AccountConfigured | None, bool]:
+        """The account's latest configuration (None if not received yet) and whether it is paused."""
+        row = await self._conn.fetchrow(SELECT_ACCOUNT, account_id)
+        if row is None:
+            return None, False
+        config = None if row["config"] is None else AccountConfigured.model_validate(row["config"])
+        return config, bool(row["paused"])
 
     async def is_paused(self, account_id: int) -> bool:
         """Whether the account is paused (False if unknown)."""

@@ -221,10 +221,16 @@ class _BatchWork:
                 if claimed:
                     await self._release(recipient)
                 return
-            if not claimed and not await self._claim(recipient):
-                self._account.pace.release()
-                return
-            claimed = True
+            if not claimed:
+                if not await self._claim(recipient):
+                    self._account.pace.release()
+                    return
+                claimed = True
+                if self._stopped():
+                    # Stopped while claiming: nothing has left yet, give it all back.
+                    self._account.pace.release()
+                    await self._release(recipient)
+                    return
             try:
                 with self._tracer().start_as_current_span(
                     f"{self._account.config.transport} send",
@@ -245,7 +251,11 @@ class _BatchWork:
                 claimed = False
                 continue
             except SendError as exc:
-                self._account.pace.release()
+                if isinstance(exc, IndeterminateSendError):
+                    # It may have left: count it against the quota, the safe side.
+                    self._account.pace.record_sent()
+                else:
+                    self._account.pace.release()
                 await self._not_sent(recipient, exc)
                 return
             self._account.pace.record_sent()
@@ -272,6 +282,8 @@ class _BatchWork:
     async def _not_sent(self, recipient: Recipient, exc: SendError) -> None:
         """Record why the provider did not take the message, and stop the batch if it must."""
         if isinstance(exc, AccountRefusedError):
+            # Stop the other workers first: none starts a send while this claim is given back.
+            self._running.halt(Halt.ACCOUNT_PAUSED)
             await self._release(recipient)
             await self._refused(exc.reason)
         elif isinstance(exc, IndeterminateSendError):
@@ -279,9 +291,9 @@ class _BatchWork:
         elif isinstance(exc, PermanentSendError):
             await self._finish(recipient, "failed", reason=exc.reason)
         else:
-            await self._release(recipient)
             self.retry_reason = exc.reason
             self._running.halt(Halt.RETRY)
+            await self._release(recipient)
 
     async def _slot(self) -> bool:
         """Wait for the account's next send slot; False if the batch was stopped meanwhile (the

@@ -302,7 +302,7 @@ class TestReplicas:
                     assert served is not None and not served.consuming
                 return True
 
-            await eventually(both_stopped, within=2.0)
+            await eventually(both_stopped, within=5.0)
 
 
 async def _consuming(sender: RunningSender, account_id: int) -> bool:

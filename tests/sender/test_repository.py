@@ -180,15 +180,18 @@ class TestAccountRepositorySetPaused:
         )
         assert reason == "bounce brake"
 
-    async def test_a_pause_before_the_configuration_is_ignored(self, sender_conn: asyncpg.Connection) -> None:
+    async def test_a_pause_before_the_configuration_waits_for_it(
+        self, sender_conn: asyncpg.Connection
+    ) -> None:
         repo = AccountRepository(sender_conn)
         account = an_account()
 
-        assert await repo.set_paused(account.account_id, True, "operator", None, utc_now()) is None
+        assert await repo.set_paused(account.account_id, True, "operator", None, utc_now()) is True
 
-        assert await repo.is_paused(account.account_id) is False
-        await repo.save(account)
-        assert await repo.is_paused(account.account_id) is False
+        assert await repo.is_paused(account.account_id) is True
+        assert [config for config, _ in await repo.all() if config.account_id == account.account_id] == []
+        assert await repo.save(account) is True
+        assert (account, True) in await repo.all()
 
 
 class TestAccountRepositorySentPerMinute:
