@@ -16,10 +16,13 @@ from shared.contracts import (
     MessageOpened,
     MessageSent,
     MessageSkipped,
+    RecipientUnsubscribed,
+    UnsubscribeRequested,
     topology,
 )
 from shared.db import first_processing
-from shared.errors import RetryLater
+from shared.errors import NotFound, RetryLater
+from shared.outbox import add_event
 from shared.service import HandlerRuntime
 
 router = RabbitRouter()
@@ -98,3 +101,29 @@ async def record_open(event: MessageOpened, runtime: HandlerRuntime) -> None:
     if not recorded:
         # The open overtook the sent event (different queues): try again once it is recorded.
         raise RetryLater(f"no result yet for recipient {event.recipient_id} of campaign {event.campaign_id}")
+
+
+@router.subscriber(topology.CAMPAIGN_UNSUBSCRIBE_REQUESTED, topology.EVENTS)
+async def record_unsubscribe(event: UnsubscribeRequested, runtime: HandlerRuntime) -> None:
+    """A recipient unsubscribed through tracking: date it on the result and announce it with the
+    address, which only campaign knows, so audience and sender honour it (once per scope)."""
+    try:
+        async with runtime.transaction() as conn:
+            email = await campaign_repo.CampaignRepository(conn).record_unsubscribe(
+                event.campaign_id, event.recipient_id, event.scope, event.reason, event.requested_at
+            )
+            if email is not None:
+                await add_event(
+                    conn,
+                    RecipientUnsubscribed(
+                        email=email,
+                        scope=event.scope,
+                        campaign_id=event.campaign_id,
+                        recipient_id=event.recipient_id,
+                        reason=event.reason,
+                        occurred_at=event.requested_at,
+                    ),
+                )
+    except NotFound as exc:
+        # The request overtook the delivery outcome (different queues): retry once it is recorded.
+        raise RetryLater(str(exc)) from exc

@@ -126,6 +126,18 @@ SET_OPENED = """
 UPDATE results SET opened_at = least(coalesce(opened_at, $3), $3)
 WHERE campaign_id = $1 AND recipient_id = $2
 """
+# An unsubscribe is dated once per scope: only a first request of that scope matches, so a
+# redelivered or repeated one changes nothing (and announces nothing). A reason given keeps.
+SET_UNSUBSCRIBED = """
+UPDATE results
+SET unsubscribed_campaign_at = CASE WHEN $3 = 'campaign' THEN $4 ELSE unsubscribed_campaign_at END,
+    unsubscribed_all_at = CASE WHEN $3 = 'all' THEN $4 ELSE unsubscribed_all_at END,
+    unsubscribe_reason = coalesce(nullif($5, ''), unsubscribe_reason)
+WHERE campaign_id = $1 AND recipient_id = $2
+  AND CASE WHEN $3 = 'campaign' THEN unsubscribed_campaign_at IS NULL ELSE unsubscribed_all_at IS NULL END
+RETURNING email
+"""
+RESULT_EXISTS = "SELECT EXISTS (SELECT 1 FROM results WHERE campaign_id = $1 AND recipient_id = $2)"
 # Keyset paging on recipient_id: constant time whatever the page number.
 SELECT_RESULTS = """
 SELECT recipient_id, email, name, status, sent_at, opened_at, reason FROM results
@@ -286,6 +298,18 @@ class CampaignRepository:
     async def record_open(self, campaign_id: int, recipient_id: int, opened_at: datetime) -> bool:
         """Record a read date; False if the recipient has no result yet."""
         return str(await self._conn.execute(SET_OPENED, campaign_id, recipient_id, opened_at)) == "UPDATE 1"
+
+    async def record_unsubscribe(
+        self, campaign_id: int, recipient_id: int, scope: str, reason: str, at: datetime
+    ) -> str | None:
+        """Date a recipient's unsubscribe of `scope` ("campaign" or "all"); return its address if
+        this is the first of that scope, None if it was already recorded. NotFound: no result yet."""
+        email: str | None = await self._conn.fetchval(
+            SET_UNSUBSCRIBED, campaign_id, recipient_id, scope, at, reason
+        )
+        if email is None and not await self._conn.fetchval(RESULT_EXISTS, campaign_id, recipient_id):
+            raise NotFound(f"no result for recipient {recipient_id} of campaign {campaign_id}")
+        return email
 
     async def complete_if_done(self, campaign_id: int) -> bool:
         """Mark the campaign completed if every recipient has an outcome."""

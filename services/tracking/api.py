@@ -1,41 +1,134 @@
 """Tracking's public endpoints. A forged or altered token gets a plain 404 and records nothing.
 
-The hot path writes no database row: a genuine open is published straight to RabbitMQ."""
+The pixel and the redirect are plain Starlette routes (FastAPI's request handling costs them
+more than half their throughput) and write no database row: their event goes to the in-process
+`EventBuffer`, published to RabbitMQ in confirmed batches. An unsubscribe is the exception: it is
+kept in the database before the answer (see `unsubscribe`).
+"""
 
 from __future__ import annotations
 
 import base64
-import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
 
 from fastapi import APIRouter
-from fastapi.responses import PlainTextResponse, Response
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
-from shared.broker import publish_event
-from shared.contracts import MessageOpened, utc_now
-from shared.links import LinkSigner
-from shared.service import RuntimeDep
-
-log = logging.getLogger(__name__)
-
-router = APIRouter()
+from services.tracking import pages
+from services.tracking import repository as tracking_repo
+from services.tracking.event_buffer import EventBuffer
+from services.tracking.forms import FormTooLarge, read_form
+from services.tracking.machines import ClickBursts, is_machine_request
+from services.tracking.unsubscribe import Unsubscribe, chosen_scope, clean_reason, is_one_click
+from shared.contracts import LinkClicked, MessageOpened, utc_now
+from shared.links import ANONYMOUS, OPEN, UNSUBSCRIBE, LinkSigner
+from shared.outbox import add_event
+from shared.service import Runtime
 
 # The smallest transparent GIF (1x1).
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+# Every open and click must reach us: nothing may cache the pixel or the redirect.
 _NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate, max-age=0", "Pragma": "no-cache"}
+# The destination must not learn the signed token from the Referer of the redirected request.
+_REDIRECT_HEADERS = {**_NO_CACHE, "Referrer-Policy": "no-referrer"}
 
 
-@router.get("/o/{token}.gif", include_in_schema=False)
-async def open_pixel(token: str, runtime: RuntimeDep) -> Response:
+@dataclass(frozen=True)
+class Tracker:
+    """What the endpoints work with, built once by `create_app`."""
+
+    signer: LinkSigner
+    events: EventBuffer
+    bursts: ClickBursts
+
+
+def _context(request: Request) -> tuple[Runtime, Tracker]:
+    runtime: Runtime = request.app.state.runtime
+    tracker: Tracker = runtime.state["tracker"]
+    return runtime, tracker
+
+
+def _not_found() -> Response:
+    return PlainTextResponse("Not found", status_code=404)
+
+
+async def open_pixel(request: Request) -> Response:
     """The open pixel: records the open, answers a 1x1 GIF that is never cached."""
-    signer: LinkSigner = runtime.state["signer"]
-    values = signer.verify("open", token)
-    # isascii too: str.isdigit accepts digits such as "²" that int() refuses.
-    if values is None or len(values) != 2 or not all(v.isascii() and v.isdigit() for v in values):
-        return PlainTextResponse("Not found", status_code=404)
-    event = MessageOpened(campaign_id=int(values[0]), recipient_id=int(values[1]), opened_at=utc_now())
-    try:
-        await publish_event(runtime.broker, event)
-    except Exception:
-        # An open is not worth a broken image in the reader's mail client.
-        log.warning("open could not be published", exc_info=True)
+    _, tracker = _context(request)
+    delivery = tracker.signer.verify_delivery(OPEN, request.path_params["token"])
+    if delivery is None:
+        return _not_found()
+    machine = is_machine_request(request.method, request.headers.get("user-agent"))
+    campaign_id, recipient_id = delivery
+    await tracker.events.put(
+        MessageOpened(
+            campaign_id=campaign_id, recipient_id=recipient_id, opened_at=utc_now(), machine=machine
+        )
+    )
     return Response(PIXEL, media_type="image/gif", headers=_NO_CACHE)
+
+
+async def click(request: Request) -> Response:
+    """A tracked link: records the click, redirects (302) to the destination the token signed."""
+    _, tracker = _context(request)
+    found = tracker.signer.verify_click(request.path_params["token"])
+    if found is None:
+        return _not_found()
+    campaign_id, recipient_id, url = found
+    agent = request.headers.get("user-agent")
+    client = f"{request.client.host if request.client else ''}|{agent}"
+    # Always fed, so a burst is seen even when its first click was flagged for other reasons.
+    burst = tracker.bursts.is_burst(campaign_id, recipient_id, client, url, time.monotonic())
+    machine = burst or is_machine_request(request.method, agent)
+    await tracker.events.put(
+        LinkClicked(
+            campaign_id=campaign_id, recipient_id=recipient_id, url=url, clicked_at=utc_now(), machine=machine
+        )
+    )
+    return RedirectResponse(url, status_code=302, headers=_REDIRECT_HEADERS)
+
+
+async def unsubscribe(request: Request) -> Response:
+    """GET: the unsubscribe page. POST: the page's form, or an RFC 8058 one-click unsubscribe
+    (`List-Unsubscribe=One-Click`: every future campaign, 200, no page)."""
+    runtime, tracker = _context(request)
+    delivery = tracker.signer.verify_delivery(UNSUBSCRIBE, request.path_params["token"])
+    # Unsubscribe links always name the recipient; an anonymous one is none we signed.
+    if delivery is None or delivery[1] == ANONYMOUS:
+        return _not_found()
+    if request.method != "POST":
+        return pages.unsubscribe_form()
+    try:
+        form = await read_form(request)
+    except FormTooLarge:
+        return PlainTextResponse("Request body too large", status_code=413)
+    campaign_id, recipient_id = delivery
+    if is_one_click(form):
+        await _keep(runtime, Unsubscribe(campaign_id, recipient_id, "all", "", "one_click", utc_now()))
+        return PlainTextResponse("Unsubscribed")
+    scope, reason = chosen_scope(form), clean_reason(form.get("reason", ""))
+    if scope is None:
+        return pages.unsubscribe_form(missing_choice=True, reason=reason)
+    requested_at = await _keep(
+        runtime, Unsubscribe(campaign_id, recipient_id, scope, reason, "page", utc_now())
+    )
+    return pages.unsubscribed(scope, requested_at)
+
+
+async def _keep(runtime: Runtime, request: Unsubscribe) -> datetime:
+    """Keep the unsubscribe and queue its event in one transaction (published after commit, also
+    once the broker is back if it is away); return when it was first asked."""
+    async with runtime.transaction() as conn:
+        requested_at, first = await tracking_repo.UnsubscribeRepository(conn).record(request)
+        if first:
+            await add_event(conn, request.requested())
+    return requested_at
+
+
+router = APIRouter()
+router.add_route("/o/{token}.gif", open_pixel, methods=["GET"], include_in_schema=False)
+router.add_route("/c/{token}", click, methods=["GET"], include_in_schema=False)
+router.add_route("/u/{token}", unsubscribe, methods=["GET", "POST"], include_in_schema=False)

@@ -281,13 +281,44 @@ class MessageIndeterminate(DeliveryEvent):
 
 
 class MessageOpened(Event):
-    """A recipient's mail client loaded the open pixel."""
+    """A recipient's mail client loaded the open pixel. `recipient_id` 0: an anonymous campaign.
+
+    `machine`: loaded by an image proxy, scanner or bot rather than a reader; counted apart."""
 
     routing_key: ClassVar[str] = "message.opened"
 
     campaign_id: int
     recipient_id: int
     opened_at: datetime
+    machine: bool = False
+
+
+class LinkClicked(Event):
+    """A tracked link of a message was followed. `recipient_id` 0: an anonymous campaign.
+
+    `machine`: followed by a link scanner or bot (or a burst no reader clicks), counted apart."""
+
+    routing_key: ClassVar[str] = "link.clicked"
+
+    campaign_id: int
+    recipient_id: int
+    url: str
+    clicked_at: datetime
+    machine: bool = False
+
+
+class UnsubscribeRequested(Event):
+    """A recipient asked, through a signed link, to leave one campaign ("campaign") or every
+    future one ("all"). Tracking knows only the ids; campaign, which has the address, records it
+    and announces `RecipientUnsubscribed`."""
+
+    routing_key: ClassVar[str] = "unsubscribe.requested"
+
+    campaign_id: int
+    recipient_id: int = Field(ge=1)
+    scope: Literal["campaign", "all"]
+    reason: str = ""
+    requested_at: datetime
 
 
 class AddressSuppressed(Event):

@@ -55,6 +55,20 @@ EXAMPLES: list[events.Message] = [
     events.MessageFailed(campaign_id=1, account_id=2, recipient_id=1, email="a@b.c", reason="550"),
     events.MessageSkipped(campaign_id=1, account_id=2, recipient_id=1, email="a@b.c", reason="cancelled"),
     events.MessageOpened(campaign_id=1, recipient_id=1, opened_at=datetime.now(UTC)),
+    events.LinkClicked(
+        campaign_id=1,
+        recipient_id=0,
+        url="https://example.org/a?b=1",
+        clicked_at=datetime.now(UTC),
+        machine=True,
+    ),
+    events.UnsubscribeRequested(
+        campaign_id=1,
+        recipient_id=1,
+        scope="campaign",
+        reason="muitos e-mails",
+        requested_at=datetime.now(UTC),
+    ),
     events.MessageIndeterminate(
         campaign_id=1, account_id=2, recipient_id=1, email="a@b.c", reason="sender died mid-send"
     ),
