@@ -24,7 +24,7 @@ def create_app(
     """Build the audience service (connections open in its lifespan, not here). Tests may pass
     remote options (e.g. a resolver) and a fetcher of their own."""
     settings = settings or AudienceSettings()
-    dispatcher = Dispatcher(settings.SEND_BATCH_SIZE)
+    dispatcher = Dispatcher(settings.SEND_BATCH_SIZE, settings.SEND_BATCHES_PER_CHECKPOINT)
     remote = Remote(
         fetch_remote, remote_options or RemoteOptions.from_settings(settings), SecretBox(settings.SECRET_KEYS)
     )

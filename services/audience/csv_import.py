@@ -3,8 +3,8 @@
 The upload is written to a temporary file as it arrives (memory holds one chunk) while its
 encoding is decided over every byte. Rows are then read in chunks in a worker thread (parsing
 and checking a million rows takes seconds the event loop must keep for other requests), and
-each chunk is COPYed: valid rows into a temporary staging table, rejected rows into
-`import_errors`. One INSERT ... SELECT then adds the new members, de-duplicated. The import is
+each chunk is COPYed: valid rows into a temporary staging table, from which one INSERT ...
+SELECT adds the new members (de-duplicated), rejected rows into `import_errors`. The import is
 one transaction, under the group's row lock: a failed or concurrent upload never leaves a
 half-imported file.
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import json
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ _SAMPLE_BYTES = 64 * 1024
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _REPORT_ROWS = 1000
 
-ValidRow = tuple[int, str, str, str]
+ValidRow = tuple[int, str, str, tuple[str, ...]]
 ErrorRow = tuple[int, int, str, str]
 
 
@@ -88,7 +87,7 @@ def _take(rows: Iterator[Member | Rejected], import_id: int) -> tuple[list[Valid
     rejected: list[ErrorRow] = []
     for row in rows:
         if isinstance(row, Member):
-            valid.append((row.line, row.email, row.name, json.dumps(row.fields, ensure_ascii=False)))
+            valid.append((row.line, row.email, row.name, row.values))
         else:
             rejected.append((import_id, row.line, row.reason, row.content))
         if len(valid) + len(rejected) == CHUNK_ROWS:
@@ -103,22 +102,28 @@ async def import_file(conn: asyncpg.Connection, group_id: int, spooled: Spooled,
     layout, rows = await asyncio.to_thread(read, text, sample)
     imports = audience_repo.ImportRepository(conn)
     import_id = await imports.start(group_id, filename, spooled.encoding, layout.delimiter)
-    total = invalid = 0
-    while True:
-        valid, rejected = await asyncio.to_thread(_take, rows, import_id)
-        if not valid and not rejected:
-            break
-        total += len(valid) + len(rejected)
-        invalid += len(rejected)
-        if valid:
-            await imports.copy_rows(valid)
-        if rejected:
-            await imports.copy_errors(rejected)
-    result = await imports.finish(import_id, group_id, total, invalid)
-    await audience_repo.GroupRepository(conn).count_members(
-        group_id, result.imported, [key for key, _ in layout.fields]
-    )
-    return result
+    keys = [key for key, _ in layout.fields]
+    total = invalid = imported = 0
+    # The next chunk is read in its thread while PostgreSQL (its own process, the other core)
+    # takes this one in; only one thread at a time ever advances the rows.
+    following = asyncio.ensure_future(asyncio.to_thread(_take, rows, import_id))
+    try:
+        while True:
+            valid, rejected = await following
+            if not valid and not rejected:
+                break
+            following = asyncio.ensure_future(asyncio.to_thread(_take, rows, import_id))
+            total += len(valid) + len(rejected)
+            invalid += len(rejected)
+            if valid:
+                imported += await imports.add_rows(group_id, keys, valid)
+            if rejected:
+                await imports.copy_errors(rejected)
+    finally:
+        # A failed COPY must not close the file under a thread still reading it.
+        await asyncio.wait([following])
+    await audience_repo.GroupRepository(conn).count_members(group_id, imported, keys)
+    return await imports.finish(import_id, total, imported, invalid)
 
 
 def _safe(cell: str) -> str:

@@ -78,17 +78,18 @@ class Layout:
     header: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Member:
-    """A valid row: the address normalised, the name and custom fields as written."""
+    """A valid row: the address normalised, the name, and the custom fields' values in the
+    layout's order (PostgreSQL pairs them with the keys: no JSON built per row here)."""
 
     line: int
     email: str
     name: str
-    fields: dict[str, str]
+    values: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rejected:
     """A row left out, and why."""
 
@@ -170,7 +171,7 @@ def _check(row: list[str], line: int, layout: Layout) -> Member | Rejected:
     if invalid is not None:
         return Rejected(line, invalid, _content(row, layout.delimiter))
     name = row[layout.name].strip() if layout.name is not None else ""
-    return Member(line, email, name, {key: row[i].strip() for key, i in layout.fields})
+    return Member(line, email, name, tuple(row[i].strip() for _, i in layout.fields))
 
 
 def read(text: TextIO, sample: str) -> tuple[Layout, Iterator[Member | Rejected]]:
@@ -189,9 +190,12 @@ def read(text: TextIO, sample: str) -> tuple[Layout, Iterator[Member | Rejected]
         if not layout.header:
             yield _check(first, reader.line_num, layout)
         start = reader.line_num + 1
-        for row in reader:
-            if row:
-                yield _check(row, start, layout)
-            start = reader.line_num + 1
+        try:
+            for row in reader:
+                if row:
+                    yield _check(row, start, layout)
+                start = reader.line_num + 1
+        except csv.Error as exc:  # e.g. a field past the csv module's size limit
+            raise CsvProblem(f"linha {start}: o arquivo não pode ser lido como CSV ({exc})") from exc
 
     return layout, rows()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+from pydantic import TypeAdapter
 
 from services.audience.models import GroupOut, ImportOut, MemberIn, PreviewError, PreviewRow, Resolution
 from shared.contracts import Recipient
@@ -74,25 +75,26 @@ INSERT_IMPORT = """
 INSERT INTO imports (group_id, filename, encoding, delimiter, rows, imported, invalid, duplicate)
 VALUES ($1, $2, $3, $4, 0, 0, 0, 0) RETURNING import_id
 """
-# The file's valid rows land here by COPY, then reach group_members in one statement. `fields`
-# is JSON text: binary COPY has no encoder for jsonb.
+# Each chunk of the file's valid rows lands here by COPY, moves to group_members in one
+# statement, and the table is emptied for the next chunk. `vals` are the custom fields' values,
+# paired with their keys by PostgreSQL (binary COPY has no jsonb encoder, and building JSON per
+# row in Python cost more than the whole COPY).
 CREATE_IMPORT_ROWS = """
-CREATE TEMPORARY TABLE import_rows (line integer, email text, name text, fields text) ON COMMIT DROP
+CREATE TEMPORARY TABLE import_rows (line integer, email text, name text, vals text[]) ON COMMIT DROP
 """
-# First occurrence in the file wins; an address the group already has is not added again.
-# Rows go in file order, so member_id (the group's order) follows the file.
+# Chunks go in file order, rows in line order, and the unique index on lower(email) skips every
+# later repeat: the first occurrence in the file wins, member_id (the group's order) follows the
+# file, and an address the group already had is skipped the same way.
 IMPORT_MEMBERS = """
 WITH fresh AS (
     INSERT INTO group_members (group_id, email, name, fields)
-    SELECT $1, email, name, fields::jsonb
-    FROM (SELECT DISTINCT ON (lower(email)) line, email, name, fields
-          FROM import_rows ORDER BY lower(email), line) first_seen
-    ORDER BY line
+    SELECT $1, email, name, jsonb_object($2::text[], vals) FROM import_rows ORDER BY line
     ON CONFLICT DO NOTHING
     RETURNING 1
 )
 SELECT count(*) FROM fresh
 """
+EMPTY_IMPORT_ROWS = "TRUNCATE import_rows"
 FINISH_IMPORT = """
 UPDATE imports SET rows = $2, imported = $3, invalid = $4, duplicate = $5 WHERE import_id = $1
 RETURNING *
@@ -102,6 +104,9 @@ FIRST_IMPORT_ERRORS = """
 SELECT line, reason, content FROM import_errors WHERE import_id = $1 ORDER BY line LIMIT $2
 """
 ALL_IMPORT_ERRORS = "SELECT line, reason, content FROM import_errors WHERE import_id = $1 ORDER BY line"
+
+# A resolution's set-wide statement over a million rows sorts in memory, not in temporary files.
+SORT_IN_MEMORY = "SET LOCAL work_mem = '128MB'"
 
 # --- suppression and unsubscribes -------------------------------------------------------------
 
@@ -182,9 +187,16 @@ NEXT_PENDING = """
 SELECT campaign_id, account_id, priority, included, dispatched_upto, trace_headers
 FROM resolutions WHERE status = 'resolved' ORDER BY resolved_at, campaign_id LIMIT 1
 """
+# Recipients are numbered 1..n without gaps, so the window is a closed id range: right after a
+# million rows are loaded the planner has no statistics, and `> $2 ... LIMIT` made it read and
+# sort every remaining row for each window (quadratic). One JSON array for the window, built by
+# PostgreSQL and parsed by pydantic-core in one call, spares decoding rows one by one.
 SELECT_BATCH = """
-SELECT recipient_id, email, name, fields FROM campaign_recipients
-WHERE campaign_id = $1 AND recipient_id > $2 ORDER BY recipient_id LIMIT $3
+SELECT coalesce(json_agg(json_build_object(
+           'recipient_id', recipient_id, 'email', email, 'name', name, 'fields', fields
+       ) ORDER BY recipient_id), '[]')::text
+FROM campaign_recipients
+WHERE campaign_id = $1 AND recipient_id > $2 AND recipient_id <= $2 + $3
 """
 ADVANCE = """
 UPDATE resolutions
@@ -193,6 +205,9 @@ SET dispatched_upto = $2,
     dispatched_at = CASE WHEN $2 >= included THEN now() ELSE dispatched_at END
 WHERE campaign_id = $1
 """
+
+
+_RECIPIENTS = TypeAdapter(list[Recipient])
 
 
 def _common_fields(members: Sequence[MemberIn]) -> list[str]:
@@ -297,17 +312,22 @@ class ImportRepository:
         await self._conn.execute(CREATE_IMPORT_ROWS)
         return import_id
 
-    async def copy_rows(self, rows: Sequence[tuple[int, str, str, str]]) -> None:
-        """COPY valid rows (line, email, name, fields as JSON text) into the staging table."""
+    async def add_rows(
+        self, group_id: int, keys: Sequence[str], rows: Sequence[tuple[int, str, str, Sequence[str]]]
+    ) -> int:
+        """Add a chunk of valid rows (line, email, name, values of `keys`) to the group through
+        COPY; how many were new members."""
         await self._conn.copy_records_to_table("import_rows", records=rows)
+        added: int = await self._conn.fetchval(IMPORT_MEMBERS, group_id, list(keys))
+        await self._conn.execute(EMPTY_IMPORT_ROWS)
+        return added
 
     async def copy_errors(self, errors: Sequence[tuple[int, int, str, str]]) -> None:
         """COPY rejected rows (import id, line, reason, content)."""
         await self._conn.copy_records_to_table("import_errors", records=errors)
 
-    async def finish(self, import_id: int, group_id: int, rows: int, invalid: int) -> ImportOut:
-        """Move the staged rows into the group; the import with its counts."""
-        imported: int = await self._conn.fetchval(IMPORT_MEMBERS, group_id)
+    async def finish(self, import_id: int, rows: int, imported: int, invalid: int) -> ImportOut:
+        """Record the import's counts; the import."""
         duplicate = rows - invalid - imported
         row = await self._conn.fetchrow(FINISH_IMPORT, import_id, rows, imported, invalid, duplicate)
         return ImportOut.model_validate(dict(row))
@@ -393,6 +413,7 @@ class ResolutionRepository:
 
     async def finish(self, campaign_id: int) -> Counts:
         """Turn the staged members into the numbered recipients; the campaign is then resolved."""
+        await self._conn.execute(SORT_IN_MEMORY)
         row = await self._conn.fetchrow(FINISH_RESOLUTION, campaign_id)
         counts = Counts(**{k: int(v) for k, v in dict(row).items()})
         await self._conn.execute(
@@ -418,8 +439,7 @@ class ResolutionRepository:
 
     async def batch(self, campaign_id: int, after: int, size: int) -> list[Recipient]:
         """The next recipients after the checkpoint, in order."""
-        rows = await self._conn.fetch(SELECT_BATCH, campaign_id, after, size)
-        return [Recipient.model_validate(dict(r)) for r in rows]
+        return _RECIPIENTS.validate_json(await self._conn.fetchval(SELECT_BATCH, campaign_id, after, size))
 
     async def advance(self, campaign_id: int, upto: int) -> None:
         """Move the checkpoint; the resolution is dispatched once it reaches the last recipient."""

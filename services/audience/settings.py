@@ -14,6 +14,10 @@ class AudienceSettings(ServiceSettings):
     # Recipients per SendBatch: about 10 s of sending at 10 messages/s, so a redelivered batch
     # after a crash is small and a pause never waits on a big one.
     SEND_BATCH_SIZE: int = Field(default=100, ge=1, le=1000)
+    # SendBatches published (confirms awaited together) per checkpoint transaction: a million
+    # recipients are 10,000 batches, and one transaction each is the dispatcher's main cost. A
+    # crash re-publishes at most this many batches, which the sender's delivery ledger absorbs.
+    SEND_BATCHES_PER_CHECKPOINT: int = Field(default=100, ge=1, le=500)
     # Members accepted in one static-group request.
     MAX_GROUP_MEMBERS_PER_REQUEST: int = Field(default=10_000, ge=1)
     # Largest CSV upload: a million rows with a few extra columns is about 100 MB.

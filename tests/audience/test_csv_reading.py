@@ -148,10 +148,10 @@ class TestRead:
 
         assert layout.delimiter == ";"
         assert rows == [
-            Member(2, "ana@example.com", "Souza; Ana", {"obs": 'diz "olá"'}),
-            Member(3, "bia@example.com", "Bia", {"obs": "linha 1\r\nlinha 2\r\nlinha 3"}),
+            Member(2, "ana@example.com", "Souza; Ana", ('diz "olá"',)),
+            Member(3, "bia@example.com", "Bia", ("linha 1\r\nlinha 2\r\nlinha 3",)),
             Rejected(6, rows[2].reason, "Caio;caio@example;x"),  # type: ignore[union-attr]
-            Member(7, "davi@example.com", "Davi", {"obs": "y"}),
+            Member(7, "davi@example.com", "Davi", ("y",)),
         ]
         assert isinstance(rows[2], Rejected) and rows[2].reason.startswith("e-mail inválido: ")
 
@@ -163,7 +163,7 @@ class TestRead:
         _, rows = _read(text)
 
         assert rows == [
-            Member(2, "ana@example.com", "Ana", {}),
+            Member(2, "ana@example.com", "Ana", ()),
             Rejected(4, "e-mail ausente", ",Sem E-mail"),
             Rejected(5, "a linha tem 1 colunas e o cabeçalho tem 2", "bia@example.com"),
             Rejected(6, "a linha tem 3 colunas e o cabeçalho tem 2", "caio@example.com,Caio,extra"),
@@ -172,7 +172,7 @@ class TestRead:
     def test_addresses_are_normalised_and_values_trimmed(self) -> None:
         _, rows = _read("E-MAIL;Nome;Curso\n  Ana@EXAMPLE.com ; Ana Souza ; Letras \n")
 
-        assert rows == [Member(2, "Ana@example.com", "Ana Souza", {"curso": "Letras"})]
+        assert rows == [Member(2, "Ana@example.com", "Ana Souza", ("Letras",))]
 
     def test_a_file_without_header_starts_at_line_one(self) -> None:
         _, rows = _read("ana@example.com\nbia@example.com\n")
@@ -186,3 +186,11 @@ class TestRead:
     def test_an_empty_file_is_a_problem(self, text: str) -> None:
         with pytest.raises(CsvProblem, match="vazio"):
             _read(text)
+
+    def test_a_record_the_csv_module_cannot_read_is_a_problem_naming_its_line(self) -> None:
+        _, rows = read(
+            io.StringIO('email,obs\na@example.com,"' + "x" * 200_000 + '"\n', newline=""), "email,obs\n"
+        )
+
+        with pytest.raises(CsvProblem, match=r"^linha 2: o arquivo não pode ser lido como CSV"):
+            list(rows)

@@ -353,24 +353,23 @@ class TestSuppressionOrder:
 
 
 class TestImports:
-    async def test_copied_rows_become_members_once_each_in_file_order(
+    async def test_chunks_become_members_once_each_in_file_order(
         self, audience_conn: asyncpg.Connection
     ) -> None:
         group = await _group(audience_conn, "old@example.com", kind="csv")
         imports = ImportRepository(audience_conn)
         import_id = await imports.start(group, "lista.csv", "utf-8", ";")
-        await imports.copy_rows(
-            [
-                (2, "b@example.com", "B", '{"curso": "x"}'),
-                (3, "OLD@example.com", "Old", '{"curso": "y"}'),
-                (4, "a@example.com", "A", '{"curso": "z"}'),
-                (5, "B@example.com", "B2", '{"curso": "w"}'),
-            ]
+
+        first = await imports.add_rows(
+            group, ["curso"], [(2, "b@example.com", "B", ["x"]), (3, "OLD@example.com", "Old", ["y"])]
+        )
+        second = await imports.add_rows(
+            group, ["curso"], [(4, "a@example.com", "A", ["z"]), (5, "B@example.com", "B2", ["w"])]
         )
         await imports.copy_errors([(import_id, 6, "e-mail ausente", ";Sem")])
+        done = await imports.finish(import_id, rows=5, imported=first + second, invalid=1)
 
-        done = await imports.finish(import_id, group, rows=5, invalid=1)
-
+        assert (first, second) == (1, 1)
         assert (done.rows, done.imported, done.invalid, done.duplicate) == (5, 2, 1, 2)
         members = await audience_conn.fetch(
             "SELECT email, name, fields FROM group_members WHERE group_id = $1 ORDER BY member_id", group
