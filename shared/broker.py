@@ -35,6 +35,7 @@ from shared.contracts import headers, topology
 from shared.contracts.events import Event
 from shared.errors import PermanentFailure
 from shared.settings import ServiceSettings
+from shared.telemetry import traces
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,11 @@ def make_broker(
         default_channel=Channel(prefetch_count=settings.RABBITMQ_PREFETCH, on_return_raises=True),
         ack_policy=AckPolicy.REJECT_ON_ERROR,
         middlewares=(
-            RabbitTelemetryMiddleware(tracer_provider=tracer_provider),
+            *(
+                [RabbitTelemetryMiddleware(tracer_provider=tracer_provider)]
+                if traces(tracer_provider)
+                else []
+            ),
             RabbitPrometheusMiddleware(registry=registry, app_name=settings.SERVICE_NAME),
             delivery_policy(settings.MAX_DELIVERY_ATTEMPTS),
         ),

@@ -27,16 +27,29 @@ from shared.telemetry import current_trace_headers, resumed_trace
 _BATCH = 200
 
 
-async def add_event(conn: asyncpg.Connection, event: Event) -> None:
-    """Queue an event for publication when the caller's transaction commits."""
-    await conn.execute(
-        "INSERT INTO outbox (exchange, routing_key, body, headers, message_id) VALUES ($1, $2, $3, $4, $5)",
+_INSERT = "INSERT INTO outbox (exchange, routing_key, body, headers, message_id) VALUES ($1, $2, $3, $4, $5)"
+
+
+def _row(event: Event, trace: dict[str, str]) -> tuple[str, str, bytes, dict[str, str], str]:
+    return (
         topology.EVENTS.name,
         event.routing_key,
         event.model_dump_json().encode(),
-        current_trace_headers(),
+        trace,
         str(event.event_id),
     )
+
+
+async def add_event(conn: asyncpg.Connection, event: Event) -> None:
+    """Queue an event for publication when the caller's transaction commits."""
+    await conn.execute(_INSERT, *_row(event, current_trace_headers()))
+
+
+async def add_events(conn: asyncpg.Connection, events: list[Event]) -> None:
+    """Queue several events (in order) in one round trip, under the current trace."""
+    if events:
+        trace = current_trace_headers()
+        await conn.executemany(_INSERT, [_row(event, trace) for event in events])
 
 
 class OutboxRelay:

@@ -59,14 +59,24 @@ ORDER BY parked_at FOR UPDATE
 """
 DELETE_PARKED = "DELETE FROM parked_batches WHERE batch_id = ANY($1::uuid[])"
 # The claim: only the first attempt of a (campaign, recipient) inserts; RETURNING tells which.
-CLAIM = """
-INSERT INTO deliveries (campaign_id, recipient_id, email, account_id, claimed_by, status)
-VALUES ($1, $2, $3, $4, $5, 'sending')
-ON CONFLICT (campaign_id, recipient_id) DO NOTHING
-RETURNING status
+# Several claims in one statement. The outer SELECT reads the table as it was before the
+# INSERT (one snapshot): a recipient claimed now shows no row there, one claimed before shows
+# its status and claimer.
+CLAIM_MANY = """
+WITH wanted AS (
+    SELECT * FROM unnest($4::int[], $5::text[]) AS w(recipient_id, email)
+), claimed AS (
+    INSERT INTO deliveries (campaign_id, recipient_id, email, account_id, claimed_by, status)
+    SELECT $1, recipient_id, email, $2, $3, 'sending' FROM wanted
+    ON CONFLICT (campaign_id, recipient_id) DO NOTHING
+    RETURNING recipient_id
+)
+SELECT w.recipient_id, c.recipient_id IS NOT NULL AS won, d.status, d.claimed_by
+FROM wanted w
+LEFT JOIN claimed c USING (recipient_id)
+LEFT JOIN deliveries d ON d.campaign_id = $1 AND d.recipient_id = w.recipient_id
 """
 SELECT_SEEN = "SELECT recipient_id FROM deliveries WHERE campaign_id = $1 AND recipient_id = ANY($2::int[])"
-SELECT_CLAIM = "SELECT status, claimed_by FROM deliveries WHERE campaign_id = $1 AND recipient_id = $2"
 # A claim left by a process that is gone: the resend setting takes it over for this process.
 # A claim written before `claimed_by` existed has none (NULL): IS NOT DISTINCT FROM matches it.
 TAKE_OVER = """
@@ -74,10 +84,13 @@ UPDATE deliveries SET claimed_by = $4, started_at = now()
 WHERE campaign_id = $1 AND recipient_id = $2 AND status = 'sending' AND claimed_by IS NOT DISTINCT FROM $3
 RETURNING status
 """
-FINISH = """
-UPDATE deliveries SET status = $3, provider_message_id = $4, reason = $5, finished_at = now()
-WHERE campaign_id = $1 AND recipient_id = $2 AND status = 'sending'
-RETURNING status
+FINISH_MANY = """
+UPDATE deliveries d
+SET status = o.status, provider_message_id = o.provider_message_id, reason = o.reason, finished_at = now()
+FROM unnest($2::int[], $3::text[], $4::text[], $5::text[])
+     AS o(recipient_id, status, provider_message_id, reason)
+WHERE d.campaign_id = $1 AND d.recipient_id = o.recipient_id AND d.status = 'sending'
+RETURNING d.recipient_id
 """
 SENT_PER_MINUTE = """
 SELECT date_trunc('minute', finished_at) AS minute, count(*)::int AS sent FROM deliveries
@@ -263,10 +276,29 @@ class DeliveryRepository:
         self, campaign_id: int, recipient_id: int, email: str, account_id: int, claimer: str
     ) -> Claim:
         """Record that `claimer` is sending to this recipient, or say who did before."""
-        if await self._conn.fetchval(CLAIM, campaign_id, recipient_id, email, account_id, claimer):
-            return Claim(True, "sending", claimer)
-        row = await self._conn.fetchrow(SELECT_CLAIM, campaign_id, recipient_id)
-        return Claim(False, row["status"], row["claimed_by"])
+        claims = await self.claim_many(
+            campaign_id, account_id, claimer, [Recipient(recipient_id=recipient_id, email=email)]
+        )
+        return claims[recipient_id]
+
+    async def claim_many(
+        self, campaign_id: int, account_id: int, claimer: str, recipients: list[Recipient]
+    ) -> dict[int, Claim]:
+        """Claim these recipients for `claimer` at once; for each, the claim or who had it."""
+        rows = await self._conn.fetch(
+            CLAIM_MANY,
+            campaign_id,
+            account_id,
+            claimer,
+            [r.recipient_id for r in recipients],
+            [r.email for r in recipients],
+        )
+        return {
+            r["recipient_id"]: Claim(True, "sending", claimer)
+            if r["won"]
+            else Claim(False, r["status"], r["claimed_by"])
+            for r in rows
+        }
 
     async def seen(self, campaign_id: int, recipient_ids: list[int]) -> set[int]:
         """Of these recipients, those that have a delivery row (claimed before)."""
@@ -288,10 +320,24 @@ class DeliveryRepository:
     ) -> bool:
         """Complete a claimed delivery with its outcome; False if it is no longer in flight (another
         process judged it indeterminate meanwhile)."""
-        done = await self._conn.fetchval(
-            FINISH, campaign_id, recipient_id, status, provider_message_id, reason
+        return recipient_id in await self.finish_many(
+            campaign_id, [(recipient_id, status, provider_message_id, reason)]
         )
-        return done is not None
+
+    async def finish_many(
+        self, campaign_id: int, outcomes: list[tuple[int, str, str | None, str | None]]
+    ) -> set[int]:
+        """Complete claimed deliveries, each (recipient_id, status, provider_message_id, reason);
+        the recipients completed (the others were no longer in flight)."""
+        rows = await self._conn.fetch(
+            FINISH_MANY,
+            campaign_id,
+            [o[0] for o in outcomes],
+            [o[1] for o in outcomes],
+            [o[2] for o in outcomes],
+            [o[3] for o in outcomes],
+        )
+        return {r["recipient_id"] for r in rows}
 
     async def release(self, campaign_id: int, recipient_id: int) -> None:
         """Give back a claim whose send did not happen, so a retry sends it."""

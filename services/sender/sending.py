@@ -27,6 +27,7 @@ from opentelemetry.trace import SpanKind, Tracer
 from services.sender import repository as sender_repo
 from services.sender.accounts import SendingAccount, SendingAccounts
 from services.sender.control import Control, Halt, RunningBatch
+from services.sender.ledger import Ledger, Outcome
 from services.sender.message import CompiledCampaign, build
 from services.sender.transport import (
     AccountRefusedError,
@@ -175,6 +176,7 @@ class _BatchWork:
         self._running = running
         self._pending = iter(batch.recipients)
         self._seen: set[int] = set()
+        self._ledger = Ledger(runtime, batch, sender.instance)
         self.retry_reason: str | None = None
         # Once the channel is gone the batch goes back to the queue, to this replica or another:
         # sending on would race the one that gets it.
@@ -316,19 +318,16 @@ class _BatchWork:
     async def _claim(self, recipient: Recipient) -> bool:
         """True if this process may send to the recipient now."""
         batch, instance = self._batch, self._sender.instance
-        async with self._runtime.transaction() as conn:
-            deliveries = sender_repo.DeliveryRepository(conn)
-            claim = await deliveries.claim(
-                batch.campaign_id, recipient.recipient_id, recipient.email, batch.account_id, instance
-            )
-            if claim.won:
-                return True
-            if claim.status != "sending" or claim.claimed_by == instance:
-                # Done before, or in flight in this very process (a batch delivered twice).
-                return False
-            # A claim of a process that is gone: its send may or may not have happened.
-            if self._sender.resend_indeterminate:
-                return await deliveries.take_over(
+        claim = await self._ledger.claim(recipient)
+        if claim.won:
+            return True
+        if claim.status != "sending" or claim.claimed_by == instance:
+            # Done before, or in flight in this very process (a batch delivered twice).
+            return False
+        # A claim of a process that is gone: its send may or may not have happened.
+        if self._sender.resend_indeterminate:
+            async with self._runtime.transaction() as conn:
+                return await sender_repo.DeliveryRepository(conn).take_over(
                     batch.campaign_id, recipient.recipient_id, claim.claimed_by, instance
                 )
         await self._finish(recipient, "indeterminate", reason=INDETERMINATE_REASON)
@@ -384,10 +383,5 @@ class _BatchWork:
             event = MessageIndeterminate(**common, reason=reason or "")
         else:
             event = MessageSkipped(**common, reason=reason or "")
-        async with self._runtime.transaction() as conn:
-            finished = await sender_repo.DeliveryRepository(conn).finish(
-                batch.campaign_id, recipient.recipient_id, status, provider_message_id, reason
-            )
-            # Not finished: another process judged it indeterminate meanwhile and reported that.
-            if finished:
-                await outbox.add_event(conn, event)
+        # Not finished (False): another process judged it indeterminate meanwhile, and reported it.
+        await self._ledger.finish(Outcome(recipient, status, provider_message_id, reason, event))

@@ -8,6 +8,7 @@ what each recipient received.
 from __future__ import annotations
 
 import time
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -49,15 +50,21 @@ def test_killing_the_sender_mid_campaign_neither_loses_nor_duplicates(stack: Sta
     account = api.post(
         "/accounts",
         json={
-            "name": "Sink",
+            # Unique: the run's database is shared by every end-to-end test.
+            "name": f"Sink {uuid.uuid4().hex[:8]}",
             "transport": "smtp",
             "smtp": {"host": "127.0.0.1", "port": sink.port, "security": "none"},
             "rate_per_second": RATE,
         },
-    ).json()
+    )
+    assert account.status_code == 201, account.text
     sender = api.post(
         "/sender-addresses",
-        json={"account_id": account["account_id"], "name": "Mailer", "email": "news@mailer.example"},
+        json={
+            "account_id": account.json()["account_id"],
+            "name": "Mailer",
+            "email": f"news-{uuid.uuid4().hex[:8]}@mailer.example",
+        },
     ).json()
     members = [{"email": f"pessoa{i}@example.com", "name": f"Pessoa {i}"} for i in range(RECIPIENTS)]
     group = api.post("/groups", json={"name": "Todos", "members": members}).json()
