@@ -11,6 +11,7 @@ from shared.contracts import (
     CampaignFailed,
     CampaignRecipientsResolved,
     DeliveryEvent,
+    LinkClicked,
     MessageFailed,
     MessageIndeterminate,
     MessageOpened,
@@ -22,6 +23,7 @@ from shared.contracts import (
 )
 from shared.db import first_processing
 from shared.errors import NotFound, RetryLater
+from shared.links import ANONYMOUS
 from shared.outbox import add_event
 from shared.service import HandlerRuntime
 
@@ -93,14 +95,27 @@ async def record_indeterminate(event: MessageIndeterminate, runtime: HandlerRunt
 
 @router.subscriber(topology.CAMPAIGN_MESSAGE_OPENED, topology.EVENTS)
 async def record_open(event: MessageOpened, runtime: HandlerRuntime) -> None:
-    """A recipient opened the message: the first open is its read date."""
+    """An open is kept; a person's open of a known recipient is its read date (the first one)."""
     async with runtime.transaction() as conn:
-        recorded = await campaign_repo.CampaignRepository(conn).record_open(
+        campaigns = campaign_repo.CampaignRepository(conn)
+        identified = event.recipient_id != ANONYMOUS and not event.machine
+        if identified and not await campaigns.record_open(
             event.campaign_id, event.recipient_id, event.opened_at
-        )
+        ):
+            recorded = False
+        else:
+            await campaigns.record_engagement(event)
+            recorded = True
     if not recorded:
         # The open overtook the sent event (different queues): try again once it is recorded.
         raise RetryLater(f"no result yet for recipient {event.recipient_id} of campaign {event.campaign_id}")
+
+
+@router.subscriber(topology.CAMPAIGN_LINK_CLICKED, topology.EVENTS)
+async def record_click(event: LinkClicked, runtime: HandlerRuntime) -> None:
+    """A tracked link was followed: kept for the campaign's click counts."""
+    async with runtime.transaction() as conn:
+        await campaign_repo.CampaignRepository(conn).record_engagement(event)
 
 
 @router.subscriber(topology.CAMPAIGN_UNSUBSCRIBE_REQUESTED, topology.EVENTS)

@@ -10,7 +10,7 @@ import asyncpg
 
 from services.campaign.lifecycle import Status
 from services.campaign.models import Account, Campaign, Result, SenderAddress
-from shared.contracts import DeliveryEvent
+from shared.contracts import DeliveryEvent, LinkClicked, MessageOpened
 from shared.errors import NotFound
 
 # The columns an account is created or edited with (name and transport are set once).
@@ -120,6 +120,12 @@ COMPLETE_IF_DONE = """
 UPDATE campaigns SET status = 'completed', finished_at = now()
 WHERE campaign_id = $1 AND status IN ('sending', 'paused')
   AND recipients IS NOT NULL AND sent + failed + skipped + indeterminate >= recipients
+"""
+# The same event delivered twice is one engagement.
+INSERT_ENGAGEMENT = """
+INSERT INTO engagements (event_id, campaign_id, recipient_id, kind, url, machine, occurred_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (event_id) DO NOTHING
 """
 # The first open is the read date; later opens change nothing.
 SET_OPENED = """
@@ -294,6 +300,23 @@ class CampaignRepository:
             return False
         await self._conn.execute(COUNT_OUTCOME, event.campaign_id, status)
         return True
+
+    async def record_engagement(self, event: MessageOpened | LinkClicked) -> None:
+        """Keep an open or click as reported (once per event)."""
+        if isinstance(event, MessageOpened):
+            kind, url, at = "open", None, event.opened_at
+        else:
+            kind, url, at = "click", event.url, event.clicked_at
+        await self._conn.execute(
+            INSERT_ENGAGEMENT,
+            event.event_id,
+            event.campaign_id,
+            event.recipient_id,
+            kind,
+            url,
+            event.machine,
+            at,
+        )
 
     async def record_open(self, campaign_id: int, recipient_id: int, opened_at: datetime) -> bool:
         """Record a read date; False if the recipient has no result yet."""

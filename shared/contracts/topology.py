@@ -87,6 +87,7 @@ CAMPAIGN_MESSAGE_FAILED = _event_queue("campaign", events.MessageFailed)
 CAMPAIGN_MESSAGE_SKIPPED = _event_queue("campaign", events.MessageSkipped)
 CAMPAIGN_MESSAGE_INDETERMINATE = _event_queue("campaign", events.MessageIndeterminate)
 CAMPAIGN_MESSAGE_OPENED = _event_queue("campaign", events.MessageOpened)
+CAMPAIGN_LINK_CLICKED = _event_queue("campaign", events.LinkClicked)
 CAMPAIGN_UNSUBSCRIBE_REQUESTED = _event_queue("campaign", events.UnsubscribeRequested)
 
 BOUNCE_MESSAGE_SENT = _event_queue("bounce", events.MessageSent)
@@ -114,6 +115,7 @@ EVENT_QUEUES = (
     CAMPAIGN_MESSAGE_SKIPPED,
     CAMPAIGN_MESSAGE_INDETERMINATE,
     CAMPAIGN_MESSAGE_OPENED,
+    CAMPAIGN_LINK_CLICKED,
     CAMPAIGN_UNSUBSCRIBE_REQUESTED,
     BOUNCE_MESSAGE_SENT,
 )

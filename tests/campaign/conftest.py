@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aio_pika
+import asyncpg
 import httpx
 import pytest
 
@@ -61,3 +62,13 @@ async def events(rabbitmq_url: str) -> AsyncIterator[Callable[..., Any]]:
     received.listen = listen  # type: ignore[attr-defined]
     yield received
     await connection.close()
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of the test's own to the run's database, to read what campaign stored."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        yield connection
+    finally:
+        await connection.close()

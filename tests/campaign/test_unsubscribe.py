@@ -3,7 +3,6 @@ with the address (which only campaign knows), once per scope."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,15 +19,6 @@ from tests.support import Handled, eventually
 pytestmark = pytest.mark.connected
 
 EMAIL = "maria.silva@example.org"
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(database_url)
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 async def _publish(api: httpx.AsyncClient, event: Event) -> None:
