@@ -20,6 +20,7 @@ fails the campaign with a pt-BR reason before anything is queued.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -167,4 +168,7 @@ async def resolve(
             )
         return True
     finally:
-        await resolutions.unlock(event.campaign_id)
+        # A broken connection cannot unlock, but going back to the pool resets (or closes) it,
+        # which releases the lock all the same: never let this hide the error being raised.
+        with contextlib.suppress(Exception):
+            await resolutions.unlock(event.campaign_id)
