@@ -16,15 +16,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import aio_pika
 import asyncpg
 from faststream.rabbit import RabbitBroker
 
 from shared.contracts import topology
 from shared.contracts.events import Event
 from shared.pump import Pump
-from shared.telemetry import current_trace_headers, resumed_trace
+from shared.telemetry import current_trace_headers
 
 _BATCH = 200
+_EXCHANGES = {exchange.name: exchange for exchange in (topology.EVENTS, topology.SEND)}
 
 
 _INSERT = "INSERT INTO outbox (exchange, routing_key, body, headers, message_id) VALUES ($1, $2, $3, $4, $5)"
@@ -91,12 +93,18 @@ class OutboxRelay:
             return len(rows)
 
     async def _publish(self, row: Any) -> None:
-        with resumed_trace(row["headers"]):
-            await self._broker.publish(
+        # Straight through aio-pika on the broker's own channel (confirms, unroutable raises):
+        # FastStream's publish path costs ~0.5 ms of CPU per message, as much as sending the mail.
+        # The stored trace context goes as the message's headers, which is all its telemetry
+        # middleware would have added.
+        exchange = await self._broker.declare_exchange(_EXCHANGES[row["exchange"]])
+        await exchange.publish(
+            aio_pika.Message(
                 bytes(row["body"]),
-                exchange=row["exchange"],
-                routing_key=row["routing_key"],
+                headers=row["headers"],
                 message_id=row["message_id"],
                 content_type="application/json",
-                persist=True,
-            )
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=row["routing_key"],
+        )
