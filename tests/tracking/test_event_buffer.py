@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from services.tracking.event_buffer import EventBuffer
-from shared.contracts import LinkClicked, MessageOpened, utc_now
+from shared.contracts import MessageOpened, utc_now
 from shared.contracts.events import Event
 from tests.support import eventually, unique_id
 from tests.tracking.conftest import Published, Tracking, links, path
@@ -162,6 +162,12 @@ class TestShutdown:
 
 
 @pytest.mark.connected
+class _Unbound(Event):
+    """An event no queue of the platform is bound to."""
+
+    routing_key: ClassVar[str] = "test.unbound"
+
+
 class TestRealBroker:
     async def test_a_burst_of_opens_reaches_rabbitmq_in_fewer_confirmed_batches_than_events(
         self, tracking: Tracking, published: Published
@@ -200,10 +206,8 @@ class TestRealBroker:
             runtime.registry.get_sample_value("tracking_events_dropped_total", {"reason": "unroutable"}) or 0
         )
 
-        # Nobody listens to link.clicked in this test: the broker returns it.
-        await tracker.events.put(
-            LinkClicked(campaign_id=1, recipient_id=1, url="https://a.example", clicked_at=utc_now())
-        )
+        # No queue is bound to this routing key: the broker returns it.
+        await tracker.events.put(_Unbound())
 
         async def dropped() -> bool:
             now = (
