@@ -68,13 +68,14 @@ class RunningSender:
         """Publish an event to the events exchange, as its producer would."""
         await publish_event(self.runtime.broker, event)
 
-    async def publish_batch(self, batch: SendBatch) -> None:
+    async def publish_batch(self, batch: SendBatch, priority: int = 5) -> None:
         """Publish a SendBatch to its account's queue, as audience would."""
         await self.runtime.broker.publish(
             batch,
             exchange=topology.SEND.name,
             routing_key=topology.account_routing_key(batch.account_id),
             persist=True,
+            priority=priority,
         )
 
     async def configure(self, account: AccountConfigured) -> SendingAccount:
