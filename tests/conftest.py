@@ -68,6 +68,17 @@ def rabbitmq_url(run_id: str) -> Iterator[str]:
     _rabbitmqctl("delete_vhost", vhost)
 
 
+@pytest.fixture
+def own_vhost(run_id: str) -> Iterator[str]:
+    """A vhost for one test alone: end-to-end tests run real services that consume whatever
+    the run's other tests left in the shared vhost's queues (for the same small account ids)."""
+    vhost = f"mailer_test_{run_id}_{uuid.uuid4().hex[:6]}"
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    yield f"amqp://guest:guest@{RABBITMQ_HOST}/{vhost}"
+    _rabbitmqctl("delete_vhost", vhost)
+
+
 @pytest.fixture(scope="session")
 def make_settings(database_url: str, rabbitmq_url: str) -> Callable[..., Any]:
     """Builds a service's settings pointing at this run's database and vhost."""

@@ -12,13 +12,13 @@ from devtools.stack import SERVICES, Stack
 
 
 @pytest.fixture
-def stack(database_url: str, rabbitmq_url: str, tmp_path: Path) -> Iterator[Stack]:
+def stack(database_url: str, own_vhost: str, tmp_path: Path) -> Iterator[Stack]:
     """All five services as separate uvicorn processes on free ports; their logs are printed
     (and so shown by pytest when the test fails)."""
     services = Stack(
         env={
             "DATABASE_URL": database_url,
-            "RABBITMQ_URL": rabbitmq_url,
+            "RABBITMQ_URL": own_vhost,
             "ENVIRONMENT": "test",
             "LOG_FORMAT": "text",
         },

@@ -7,11 +7,13 @@ what each recipient received.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections import Counter
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -45,7 +47,27 @@ def _all_results(api: httpx.Client, campaign_id: int) -> list[dict[str, Any]]:
         after = page["next_after"]
 
 
-def test_killing_the_sender_mid_campaign_neither_loses_nor_duplicates(stack: Stack, sink: SmtpSink) -> None:
+def _ledger_of(database_url: str, emails: set[str]) -> list[dict[str, Any]]:
+    """What sender and campaign stored for these addresses (to explain a failure)."""
+
+    async def read() -> list[dict[str, Any]]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            rows = await conn.fetch(
+                "SELECT d.*, r.status AS result FROM sender.deliveries d LEFT JOIN campaign.results r"
+                " USING (campaign_id, recipient_id) WHERE d.email = ANY($1)",
+                list(emails),
+            )
+            return [dict(r) for r in rows]
+        finally:
+            await conn.close()
+
+    return asyncio.run(read())
+
+
+def test_killing_the_sender_mid_campaign_neither_loses_nor_duplicates(
+    stack: Stack, sink: SmtpSink, database_url: str
+) -> None:
     api = httpx.Client(base_url=f"{stack.url('campaign')}/api/v1", timeout=15)
     account = api.post(
         "/accounts",
@@ -99,7 +121,8 @@ def test_killing_the_sender_mid_campaign_neither_loses_nor_duplicates(stack: Sta
     received: Counter[str] = sink.count_by_recipient()
     results = {r["email"]: r for r in _all_results(api, campaign_id)}
     expected = {m["email"] for m in members}
-    assert set(results) == expected, "every recipient has an outcome"
+    missing = expected - set(results)
+    assert not missing, f"no outcome for {missing}: {_ledger_of(database_url, missing)} {final}"
     duplicated = {email: n for email, n in received.items() if n > 1}
     assert duplicated == {}
     indeterminate = {email for email, r in results.items() if r["status"] == "indeterminate"}
