@@ -32,6 +32,17 @@ async def running(app: FastAPI, start_within: float = 30.0) -> AsyncIterator[htt
             yield client
 
 
+def until(check: Callable[[], T], timeout: float) -> T:
+    """Call `check` (blocking) until it returns something truthy or `timeout` seconds pass; its
+    last result either way (for tests that drive real processes synchronously)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.2)
+
+
 async def eventually(check: Callable[[], Awaitable[T]], within: float = 20.0, interval: float = 0.1) -> T:
     """Call `check` until it returns a truthy value or raises no AssertionError; fail after `within` seconds."""
     deadline = time.monotonic() + within

@@ -123,40 +123,30 @@ async def _republish_parked(runtime: Runtime, campaign_id: int) -> None:
         log.info("parked batches queued again", extra={"campaign_id": campaign_id, "batches": len(parked)})
 
 
-@router.subscriber(topology.SENDER_ACCOUNT_CONFIGURED, topology.EVENTS)
-async def configure_account(event: AccountConfigured, runtime: HandlerRuntime) -> None:
-    """Keep the account's configuration and (re)start or stop its consumer."""
-    await apply_control(runtime, event)
+def _control_event(body: dict[str, Any], message: RabbitMessage) -> ControlEvent | None:
+    """The control event in a message, by its routing key (None for other events)."""
+    event_type = _CONTROL_EVENTS.get(message.raw_message.routing_key or "")
+    event: ControlEvent | None = None if event_type is None else event_type.model_validate(body)  # type: ignore[assignment]
+    return event
 
 
-@router.subscriber(topology.SENDER_ACCOUNT_PAUSED, topology.EVENTS)
-async def pause_account(event: AccountPaused, runtime: HandlerRuntime) -> None:
-    """Stop sending for the account before its next message."""
-    await apply_control(runtime, event)
+async def apply_durable(body: dict[str, Any], message: RabbitMessage, runtime: HandlerRuntime) -> None:
+    """Handler of sender's durable control queues: record and apply (retried on failure)."""
+    event = _control_event(body, message)
+    if event is not None:
+        await apply_control(runtime, event)
 
 
-@router.subscriber(topology.SENDER_ACCOUNT_RESUMED, topology.EVENTS)
-async def resume_account(event: AccountResumed, runtime: HandlerRuntime) -> None:
-    """Send for the account again, highest priority first."""
-    await apply_control(runtime, event)
-
-
-@router.subscriber(topology.SENDER_CAMPAIGN_PAUSED, topology.EVENTS)
-async def pause_campaign(event: CampaignPaused, runtime: HandlerRuntime) -> None:
-    """Stop sending the campaign; its batches are set aside until it resumes."""
-    await apply_control(runtime, event)
-
-
-@router.subscriber(topology.SENDER_CAMPAIGN_RESUMED, topology.EVENTS)
-async def resume_campaign(event: CampaignResumed, runtime: HandlerRuntime) -> None:
-    """Queue the campaign's set-aside batches again."""
-    await apply_control(runtime, event)
-
-
-@router.subscriber(topology.SENDER_CAMPAIGN_CANCELLED, topology.EVENTS)
-async def cancel_campaign(event: CampaignCancelled, runtime: HandlerRuntime) -> None:
-    """Remember the cancellation: recipients not sent yet are skipped."""
-    await apply_control(runtime, event)
+# Configured, paused, resumed accounts; paused, resumed, cancelled campaigns: one handler each.
+for _queue in (
+    topology.SENDER_ACCOUNT_CONFIGURED,
+    topology.SENDER_ACCOUNT_PAUSED,
+    topology.SENDER_ACCOUNT_RESUMED,
+    topology.SENDER_CAMPAIGN_PAUSED,
+    topology.SENDER_CAMPAIGN_RESUMED,
+    topology.SENDER_CAMPAIGN_CANCELLED,
+):
+    router.subscriber(_queue, topology.EVENTS)(apply_durable)
 
 
 @router.subscriber(topology.SENDER_CAMPAIGN_STARTED, topology.EVENTS)
@@ -200,12 +190,10 @@ async def apply_broadcast(body: dict[str, Any], message: RabbitMessage, runtime:
     Never retried nor dead-lettered (the queue is this replica's alone and the durable queue
     carries the same event): a failure is logged and the durable copy applies it.
     """
-    event_type = _CONTROL_EVENTS.get(message.raw_message.routing_key or "")
-    if event_type is None:
-        return
     try:
-        event: Any = event_type.model_validate(body)
-        await apply_control(runtime, event)
+        event = _control_event(body, message)
+        if event is not None:
+            await apply_control(runtime, event)
     except Exception:
         log.warning("control event not applied from the control queue", exc_info=True)
 

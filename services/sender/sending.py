@@ -117,6 +117,9 @@ async def _send_batch(
         blocked = await sender_repo.AddressRepository(conn).blocked(batch.recipients)
     if state.content is None:
         raise RetryLater(f"campaign {batch.campaign_id}: content not received yet")
+    if state.cancelled:
+        # The database is the state of record: this replica may not have heard the event yet.
+        sender.control.cancel(batch.campaign_id)
     if (state.paused or sender.control.is_paused(batch.campaign_id)) and await _park(runtime, batch, message):
         return
     compiled = await sender.campaigns.get(state.content)

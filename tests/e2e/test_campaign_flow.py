@@ -4,7 +4,6 @@ and a local SMTP sink, driven only through the campaign HTTP API."""
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 import httpx
@@ -13,6 +12,7 @@ import pytest
 from devtools.smtp_sink import SmtpSink
 from devtools.stack import Stack
 from shared.contracts import headers
+from tests.support import until
 
 pytestmark = pytest.mark.connected
 
@@ -26,15 +26,6 @@ RECIPIENTS = [
 
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Thunderbird/128.0"
-
-
-def _until(check: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.2)
 
 
 def test_a_started_campaign_reaches_every_recipient_once_personalised(stack: Stack, sink: SmtpSink) -> None:
@@ -81,7 +72,7 @@ def test_a_started_campaign_reaches_every_recipient_once_personalised(stack: Sta
         body: dict[str, Any] = api.get(f"/campaigns/{campaign_id}").json()
         return body if body["status"] == "completed" else None
 
-    final = _until(completed)
+    final = until(completed, timeout=60)
     assert final, api.get(f"/campaigns/{campaign_id}").json()
     assert (final["recipients"], final["sent"], final["failed"], final["skipped"], final["remaining"]) == (
         3,
@@ -126,7 +117,7 @@ def test_a_started_campaign_reaches_every_recipient_once_personalised(stack: Sta
         rows = api.get(f"/campaigns/{campaign_id}/results").json()["items"]
         return [r["email"] for r in rows if r["opened_at"]]
 
-    assert _until(opened, timeout=20) == ["bruno@example.net"]
+    assert until(opened, timeout=20) == ["bruno@example.net"]
 
     # A finished campaign cannot be started again.
     assert api.post(f"/campaigns/{campaign_id}/start").status_code == 409

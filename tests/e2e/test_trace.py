@@ -41,16 +41,24 @@ def _consumed(spans: list[ReadableSpan], trace_id: int) -> set[str]:
     }
 
 
-async def test_one_trace_spans_the_whole_campaign(make_settings: Callable[..., Any], sink: SmtpSink) -> None:
+async def test_one_trace_spans_the_whole_campaign(
+    make_settings: Callable[..., Any], own_vhost: str, sink: SmtpSink
+) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    audience_app = create_audience(make_settings(AudienceSettings), tracer_provider=provider)
+    audience_app = create_audience(
+        make_settings(AudienceSettings, RABBITMQ_URL=own_vhost), tracer_provider=provider
+    )
     audience_client = AudienceClient("http://audience", transport=httpx.ASGITransport(app=audience_app))
     campaign_app = create_campaign(
-        make_settings(CampaignSettings), tracer_provider=provider, audience=audience_client
+        make_settings(CampaignSettings, RABBITMQ_URL=own_vhost),
+        tracer_provider=provider,
+        audience=audience_client,
     )
-    sender_app = create_sender(make_settings(SenderSettings), tracer_provider=provider)
+    sender_app = create_sender(
+        make_settings(SenderSettings, RABBITMQ_URL=own_vhost), tracer_provider=provider
+    )
 
     async with AsyncExitStack() as stack:
         api = await stack.enter_async_context(running(campaign_app))
