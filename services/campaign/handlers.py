@@ -8,6 +8,9 @@ from faststream.rabbit import RabbitRouter
 
 from services.campaign import repository as campaign_repo
 from shared.contracts import (
+    AccountHeld,
+    AccountPaused,
+    AccountResumed,
     CampaignFailed,
     CampaignRecipientsResolved,
     DeliveryEvent,
@@ -109,6 +112,31 @@ async def record_open(event: MessageOpened, runtime: HandlerRuntime) -> None:
     if not recorded:
         # The open overtook the sent event (different queues): try again once it is recorded.
         raise RetryLater(f"no result yet for recipient {event.recipient_id} of campaign {event.campaign_id}")
+
+
+@router.subscriber(topology.CAMPAIGN_ACCOUNT_PAUSED, topology.EVENTS)
+async def record_account_paused(event: AccountPaused, runtime: HandlerRuntime) -> None:
+    """The account's senders stopped (bounce brake, provider refusal, operator): shown with why."""
+    async with runtime.transaction() as conn:
+        await campaign_repo.AccountRepository(conn).set_paused(
+            event.account_id, True, event.reason, event.until, event.occurred_at
+        )
+
+
+@router.subscriber(topology.CAMPAIGN_ACCOUNT_RESUMED, topology.EVENTS)
+async def record_account_resumed(event: AccountResumed, runtime: HandlerRuntime) -> None:
+    """The account sends again."""
+    async with runtime.transaction() as conn:
+        await campaign_repo.AccountRepository(conn).set_paused(
+            event.account_id, False, event.reason, None, event.occurred_at
+        )
+
+
+@router.subscriber(topology.CAMPAIGN_ACCOUNT_HELD, topology.EVENTS)
+async def record_account_held(event: AccountHeld, runtime: HandlerRuntime) -> None:
+    """The account waits for its quota or the provider, failing nothing: shown until when."""
+    async with runtime.transaction() as conn:
+        await campaign_repo.AccountRepository(conn).set_held(event.account_id, event.reason, event.until)
 
 
 @router.subscriber(topology.CAMPAIGN_LINK_CLICKED, topology.EVENTS)

@@ -93,6 +93,11 @@ class Account(BaseModel):
     warmup_growth_per_day: float | None
     use_provider_limits: bool
     max_connections: int
+    paused: bool
+    pause_reason: str | None
+    paused_until: datetime | None
+    held_reason: str | None
+    held_until: datetime | None
     created_at: datetime
     updated_at: datetime
 
@@ -117,6 +122,11 @@ class AccountOut(BaseModel):
     warmup_growth_per_day: float | None
     use_provider_limits: bool
     max_connections: int
+    paused: bool
+    pause_reason: str | None
+    paused_until: datetime | None
+    held_reason: str | None
+    held_until: datetime | None
     created_at: datetime
 
     @classmethod

@@ -45,6 +45,12 @@ WHERE account_id = $1
 RETURNING *
 """
 SELECT_ACCOUNT = "SELECT * FROM accounts WHERE account_id = $1"
+SET_ACCOUNT_PAUSE = """
+UPDATE accounts SET paused = $2, pause_reason = $3, paused_until = $4, state_at = $5
+WHERE account_id = $1 AND (state_at IS NULL OR state_at <= $5)
+"""
+# A hold is shown until it ends; it does not order against pauses (both may be true at once).
+SET_ACCOUNT_HOLD = "UPDATE accounts SET held_reason = $2, held_until = $3 WHERE account_id = $1"
 SELECT_ACCOUNTS = "SELECT * FROM accounts ORDER BY account_id"
 ACCOUNT_NAME_TAKEN = "SELECT EXISTS (SELECT 1 FROM accounts WHERE name = $1)"
 
@@ -170,6 +176,16 @@ class AccountRepository:
         """Store an account's new settings; `values` holds every one of ACCOUNT_COLUMNS by name."""
         row = await self._conn.fetchrow(UPDATE_ACCOUNT, account_id, *(values[c] for c in ACCOUNT_COLUMNS))
         return Account.model_validate(dict(row))
+
+    async def set_paused(
+        self, account_id: int, paused: bool, reason: str, until: datetime | None, at: datetime
+    ) -> None:
+        """Record that the account's senders paused or resumed (unless a newer change is stored)."""
+        await self._conn.execute(SET_ACCOUNT_PAUSE, account_id, paused, reason, until, at)
+
+    async def set_held(self, account_id: int, reason: str, until: datetime) -> None:
+        """Record that the account waits (quota, warm-up, throttling) until `until`."""
+        await self._conn.execute(SET_ACCOUNT_HOLD, account_id, reason, until)
 
     async def name_taken(self, name: str) -> bool:
         """Whether an account already has this name."""

@@ -88,6 +88,9 @@ CAMPAIGN_MESSAGE_SKIPPED = _event_queue("campaign", events.MessageSkipped)
 CAMPAIGN_MESSAGE_INDETERMINATE = _event_queue("campaign", events.MessageIndeterminate)
 CAMPAIGN_MESSAGE_OPENED = _event_queue("campaign", events.MessageOpened)
 CAMPAIGN_LINK_CLICKED = _event_queue("campaign", events.LinkClicked)
+CAMPAIGN_ACCOUNT_PAUSED = _event_queue("campaign", events.AccountPaused)
+CAMPAIGN_ACCOUNT_RESUMED = _event_queue("campaign", events.AccountResumed)
+CAMPAIGN_ACCOUNT_HELD = _event_queue("campaign", events.AccountHeld)
 CAMPAIGN_UNSUBSCRIBE_REQUESTED = _event_queue("campaign", events.UnsubscribeRequested)
 
 BOUNCE_MESSAGE_SENT = _event_queue("bounce", events.MessageSent)
@@ -116,6 +119,9 @@ EVENT_QUEUES = (
     CAMPAIGN_MESSAGE_INDETERMINATE,
     CAMPAIGN_MESSAGE_OPENED,
     CAMPAIGN_LINK_CLICKED,
+    CAMPAIGN_ACCOUNT_PAUSED,
+    CAMPAIGN_ACCOUNT_RESUMED,
+    CAMPAIGN_ACCOUNT_HELD,
     CAMPAIGN_UNSUBSCRIBE_REQUESTED,
     BOUNCE_MESSAGE_SENT,
 )

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
 from services.campaign.settings import CampaignSettings
+from shared.broker import publish_event
+from shared.contracts import AccountHeld, utc_now
 from shared.crypto import SecretBox
 from tests.support import eventually
 
@@ -192,6 +195,35 @@ class TestAccounts:
         assert (paused["source"], paused["reason"]) == ("operator", "revisão da lista")
         assert resumed["source"] == "operator"
         assert (await api.post("/accounts/987654321/pause")).status_code == 404
+
+    async def test_the_account_shows_what_its_senders_report(self, api: httpx.AsyncClient) -> None:
+        account = await _account(api)
+        path = f"/accounts/{account['account_id']}"
+        assert (account["paused"], account["held_until"]) == (False, None)
+        await api.post(f"{path}/pause", json={"reason": "revisão da lista"})
+
+        async def shown(paused: bool) -> dict[str, Any]:
+            body: dict[str, Any] = (await api.get(path)).json()
+            assert body["paused"] is paused
+            return body
+
+        paused = await eventually(lambda: shown(True))
+        assert paused["pause_reason"] == "revisão da lista"
+        until = utc_now() + timedelta(hours=3)
+        runtime = api.app.state.runtime  # type: ignore[attr-defined]
+        await publish_event(
+            runtime.broker, AccountHeld(account_id=account["account_id"], reason="quota", until=until)
+        )
+        await api.post(f"{path}/resume")
+        resumed = await eventually(lambda: shown(False))
+
+        async def held() -> dict[str, Any]:
+            body: dict[str, Any] = (await api.get(path)).json()
+            assert body["held_reason"] == "quota"
+            return body
+
+        assert datetime.fromisoformat((await eventually(held))["held_until"]) == until
+        assert resumed["pause_reason"] == "operator"
 
     async def test_an_unknown_account_is_404(self, api: httpx.AsyncClient) -> None:
         assert (await api.get("/accounts/987654321")).status_code == 404
