@@ -19,6 +19,7 @@ from shared.crypto import SecretBox
 from shared.files import file_store
 from shared.links import LinkSigner, TrackingLinks
 from shared.service import Runtime, create_service
+from shared.telemetry import make_tracer_provider
 
 
 def create_app(
@@ -30,6 +31,7 @@ def create_app(
 ) -> FastAPI:
     """Build the sender service; tests may pass their own transport and pace factories."""
     settings = settings or SenderSettings()
+    provider = tracer_provider or make_tracer_provider("sender", settings.OTEL_EXPORTER_OTLP_ENDPOINT)
     control = Control()
     accounts = SendingAccounts(
         handlers.send_batch,
@@ -46,6 +48,7 @@ def create_app(
         # in flight was left by a process that is gone.
         instance=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
         resend_indeterminate=settings.RESEND_INDETERMINATE,
+        tracer=provider.get_tracer("mailer.sender"),
     )
 
     async def close_accounts(_: Runtime) -> None:
@@ -56,7 +59,7 @@ def create_app(
         settings,
         title="Mailer sender",
         routers=[handlers.router],
-        tracer_provider=tracer_provider,
+        tracer_provider=provider,
         on_broker_started=handlers.start,
         on_shutdown=close_accounts,
         state={

@@ -97,6 +97,8 @@ class Sender:
     control: Control
     instance: str
     resend_indeterminate: bool
+    # Made once: getting a tracer from the provider costs ~70 µs, a tenth of a message's CPU.
+    tracer: Tracer
 
 
 async def send_batch(runtime: Runtime, sender: Sender, batch: SendBatch, message: RabbitMessage) -> None:
@@ -237,7 +239,7 @@ class _BatchWork:
                     await self._release(recipient)
                     return
             try:
-                with self._tracer().start_as_current_span(
+                with self._sender.tracer.start_as_current_span(
                     f"{self._account.config.transport} send",
                     kind=SpanKind.CLIENT,
                     attributes={
@@ -357,9 +359,6 @@ class _BatchWork:
             )
         self._running.halt(Halt.ACCOUNT_PAUSED)
         await self._sender.accounts.set_paused(account_id, True)
-
-    def _tracer(self) -> Tracer:
-        return self._runtime.tracer_provider.get_tracer("mailer.sender")
 
     async def _finish(
         self,
