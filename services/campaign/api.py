@@ -185,17 +185,21 @@ async def get_account(account_id: int, runtime: RuntimeDep) -> AccountOut:
         return AccountOut.of(await campaign_repo.AccountRepository(conn).get(account_id))
 
 
+async def _announce(runtime: Runtime, account_id: int, event: AccountPaused | AccountResumed) -> None:
+    async with runtime.transaction() as conn:
+        await campaign_repo.AccountRepository(conn).get(account_id)
+        await outbox.add_event(conn, event)
+
+
 @router.post("/accounts/{account_id}/pause", status_code=status.HTTP_202_ACCEPTED)
 async def pause_account(
     account_id: int, runtime: RuntimeDep, body: AccountPauseIn | None = None
 ) -> dict[str, str]:
     """Stop every sender of the account before its next message, until resumed."""
-    async with runtime.transaction() as conn:
-        await campaign_repo.AccountRepository(conn).get(account_id)
-        await outbox.add_event(
-            conn,
-            AccountPaused(account_id=account_id, reason=(body or AccountPauseIn()).reason, source="operator"),
-        )
+    reason = (body or AccountPauseIn()).reason
+    await _announce(
+        runtime, account_id, AccountPaused(account_id=account_id, reason=reason, source="operator")
+    )
     return {"status": "pausing"}
 
 
@@ -204,14 +208,10 @@ async def resume_account(
     account_id: int, runtime: RuntimeDep, body: AccountPauseIn | None = None
 ) -> dict[str, str]:
     """Let the account send again, highest priority first."""
-    async with runtime.transaction() as conn:
-        await campaign_repo.AccountRepository(conn).get(account_id)
-        await outbox.add_event(
-            conn,
-            AccountResumed(
-                account_id=account_id, reason=(body or AccountPauseIn()).reason, source="operator"
-            ),
-        )
+    reason = (body or AccountPauseIn()).reason
+    await _announce(
+        runtime, account_id, AccountResumed(account_id=account_id, reason=reason, source="operator")
+    )
     return {"status": "resuming"}
 
 

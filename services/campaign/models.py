@@ -70,7 +70,25 @@ class AccountIn(BaseModel):
         return self
 
 
-class Account(BaseModel):
+class AccountState(BaseModel):
+    """How an account may send, and what its senders last reported (stored and shown alike)."""
+
+    rate_per_second: float
+    active: bool
+    daily_quota: int | None
+    warmup_started_on: date | None
+    warmup_start_per_day: int | None
+    warmup_growth_per_day: float | None
+    use_provider_limits: bool
+    max_connections: int
+    paused: bool
+    pause_reason: str | None
+    paused_until: datetime | None
+    held_reason: str | None
+    held_until: datetime | None
+
+
+class Account(AccountState):
     """A sending account as stored (secrets encrypted)."""
 
     account_id: int
@@ -85,24 +103,11 @@ class Account(BaseModel):
     ses_access_key_id: str | None
     ses_secret_access_key_encrypted: str | None
     ses_endpoint_url: str | None
-    rate_per_second: float
-    active: bool
-    daily_quota: int | None
-    warmup_started_on: date | None
-    warmup_start_per_day: int | None
-    warmup_growth_per_day: float | None
-    use_provider_limits: bool
-    max_connections: int
-    paused: bool
-    pause_reason: str | None
-    paused_until: datetime | None
-    held_reason: str | None
-    held_until: datetime | None
     created_at: datetime
     updated_at: datetime
 
 
-class AccountOut(BaseModel):
+class AccountOut(AccountState):
     """A sending account as the API shows it: secrets never leave, only whether they are set."""
 
     account_id: int
@@ -114,19 +119,6 @@ class AccountOut(BaseModel):
     smtp_username: str | None
     has_password: bool
     ses_region: str | None
-    rate_per_second: float
-    active: bool
-    daily_quota: int | None
-    warmup_started_on: date | None
-    warmup_start_per_day: int | None
-    warmup_growth_per_day: float | None
-    use_provider_limits: bool
-    max_connections: int
-    paused: bool
-    pause_reason: str | None
-    paused_until: datetime | None
-    held_reason: str | None
-    held_until: datetime | None
     created_at: datetime
 
     @classmethod
