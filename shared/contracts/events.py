@@ -280,6 +280,35 @@ class MessageIndeterminate(DeliveryEvent):
     reason: str
 
 
+class MessageBounced(DeliveryEvent):
+    """The provider reported a bounce. `kind`: "permanent" (the address is suppressed), "transient"
+    (counted; suppressed after repeats) or "undetermined"; `subtype` and `diagnostic` as reported."""
+
+    routing_key: ClassVar[str] = "message.bounced"
+
+    kind: Literal["permanent", "transient", "undetermined"]
+    subtype: str = ""
+    diagnostic: str = ""
+    bounced_at: datetime
+
+
+class MessageComplained(DeliveryEvent):
+    """The recipient marked the message as spam (feedback loop); `feedback_type` as reported."""
+
+    routing_key: ClassVar[str] = "message.complained"
+
+    feedback_type: str = ""
+    complained_at: datetime
+
+
+class MessageDelivered(DeliveryEvent):
+    """The provider reported the message delivered to the recipient's mail server."""
+
+    routing_key: ClassVar[str] = "message.delivered"
+
+    delivered_at: datetime
+
+
 class MessageOpened(Event):
     """A recipient's mail client loaded the open pixel. `recipient_id` 0: an anonymous campaign.
 

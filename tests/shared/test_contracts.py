@@ -72,6 +72,27 @@ EXAMPLES: list[events.Message] = [
     events.MessageIndeterminate(
         campaign_id=1, account_id=2, recipient_id=1, email="a@b.c", reason="sender died mid-send"
     ),
+    events.MessageBounced(
+        campaign_id=1,
+        account_id=2,
+        recipient_id=1,
+        email="a@b.c",
+        kind="permanent",
+        subtype="General",
+        diagnostic="smtp; 550 5.1.1 user unknown",
+        bounced_at=datetime.now(UTC),
+    ),
+    events.MessageComplained(
+        campaign_id=1,
+        account_id=2,
+        recipient_id=1,
+        email="a@b.c",
+        feedback_type="abuse",
+        complained_at=datetime.now(UTC),
+    ),
+    events.MessageDelivered(
+        campaign_id=1, account_id=2, recipient_id=1, email="a@b.c", delivered_at=datetime.now(UTC)
+    ),
     events.CampaignPaused(campaign_id=1),
     events.CampaignResumed(campaign_id=1),
     events.AccountPaused(account_id=2, reason="bounce rate 5.2%", source="bounce", until=datetime.now(UTC)),
