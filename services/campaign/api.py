@@ -4,13 +4,13 @@ and their results. Every body is validated (422 names the fields at fault), unkn
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Query, status
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, status
+from fastapi.responses import JSONResponse, StreamingResponse
 
-from services.campaign import lifecycle
+from services.campaign import export, lifecycle
 from services.campaign import repository as campaign_repo
 from services.campaign.audience_client import AudienceClient, AudienceUnavailable
 from services.campaign.models import (
@@ -19,11 +19,15 @@ from services.campaign.models import (
     AccountIn,
     AccountOut,
     AccountPauseIn,
+    CampaignChange,
     CampaignIn,
     CampaignOut,
+    LinkClicks,
     ResultsPage,
+    ResultStatus,
     SenderAddress,
     SenderAddressIn,
+    Totals,
 )
 from shared import outbox
 from shared.contracts import (
@@ -258,11 +262,14 @@ async def get_group(group_id: int, runtime: RuntimeDep) -> JSONResponse:
     return JSONResponse(answer, status_code=code)
 
 
-def _check_templates(body: CampaignIn) -> None:
-    checks: list[tuple[str, Callable[[], object]]] = [
-        ("subject", lambda: compile_plain(body.subject, "subject")),
-        ("html", lambda: compile_html(body.html)),
-    ]
+def _check_templates(body: CampaignIn | CampaignChange) -> None:
+    checks: list[tuple[str, Callable[[], object]]] = []
+    if body.subject is not None:
+        subject = body.subject
+        checks.append(("subject", lambda: compile_plain(subject, "subject")))
+    if body.html is not None:
+        html = body.html
+        checks.append(("html", lambda: compile_html(html)))
     if body.text is not None:
         text = body.text
         checks.append(("text", lambda: compile_plain(text, "text")))
@@ -298,8 +305,21 @@ async def create_campaign(body: CampaignIn, runtime: RuntimeDep) -> CampaignOut:
             html=body.html,
             text=body.text,
             priority=body.priority,
+            tracking=body.tracking,
         )
     return CampaignOut.of(campaign)
+
+
+@router.patch("/campaigns/{campaign_id}", response_model=CampaignOut)
+async def edit_campaign(campaign_id: int, body: CampaignChange, runtime: RuntimeDep) -> CampaignOut:
+    """Change a draft campaign (content, priority, tracking); 409 once it has started."""
+    _check_templates(body)
+    async with runtime.transaction() as conn:
+        campaigns = campaign_repo.CampaignRepository(conn)
+        if await campaigns.lock_status(campaign_id) != lifecycle.Status.DRAFT:
+            raise Conflict("only a draft campaign can be edited")
+        await campaigns.update_draft(campaign_id, body.model_dump(exclude_unset=True))
+        return CampaignOut.of(await campaigns.get(campaign_id))
 
 
 @router.get("/campaigns", response_model=list[CampaignOut])
@@ -345,6 +365,7 @@ async def start_campaign(campaign_id: int, runtime: RuntimeDep) -> CampaignOut:
                 text=campaign.text_body,
                 group_ids=campaign.group_ids,
                 priority=campaign.priority,
+                tracking=campaign.tracking,
             ),
         )
         return CampaignOut.of(await campaigns.get(campaign_id))
@@ -384,15 +405,94 @@ async def resume_campaign(campaign_id: int, runtime: RuntimeDep) -> CampaignOut:
         return CampaignOut.of(await campaigns.get(campaign_id))
 
 
+class ResultQuery:
+    """The filters of the results page and its export (query parameters)."""
+
+    def __init__(
+        self,
+        name: Annotated[str | None, Query(max_length=200, description="part of the name")] = None,
+        email: Annotated[str | None, Query(max_length=320, description="part of the e-mail")] = None,
+        q: Annotated[str | None, Query(max_length=320, description="part of the name or e-mail")] = None,
+        status: Annotated[
+            ResultStatus | None,
+            Query(
+                description="an outcome (sent, failed, skipped, indeterminate) or what the recipient"
+                " did: read (has a read date), unread (sent, no read date), clicked (a person"
+                " followed a link), unsubscribed (either scope), unsubscribed_campaign,"
+                " unsubscribed_all, bounced, complained"
+            ),
+        ] = None,
+    ) -> None:
+        self.filter = campaign_repo.ResultFilter(name=name, email=email, q=q, status=status)
+
+
+ResultQueryDep = Annotated[ResultQuery, Depends()]
+
+
 @router.get("/campaigns/{campaign_id}/results", response_model=ResultsPage)
 async def campaign_results(
     campaign_id: int,
     runtime: RuntimeDep,
+    query: ResultQueryDep,
     after: Annotated[int, Query(ge=0, description="last recipient_id of the previous page")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ResultsPage:
-    """Per-recipient results, in recipient order, by keyset pages."""
+    """The campaign's totals and its per-recipient results, filtered, in recipient order, by
+    keyset pages."""
+    async with runtime.pool.acquire() as conn:
+        campaign = await campaign_repo.CampaignRepository(conn).get(campaign_id)
+        items = await campaign_repo.ResultRepository(conn).page(campaign_id, after, limit, query.filter)
+    return ResultsPage(
+        totals=Totals.of(campaign),
+        items=items,
+        next_after=items[-1].recipient_id if len(items) == limit else None,
+    )
+
+
+@router.get("/campaigns/{campaign_id}/results/links", response_model=list[LinkClicks])
+async def campaign_links(
+    campaign_id: int, runtime: RuntimeDep, limit: Annotated[int, Query(ge=1, le=1000)] = 200
+) -> list[LinkClicks]:
+    """Clicks per tracked link, most clicked first: human clicks, distinct human clickers, and
+    machine clicks (scanners, bots) apart."""
     async with runtime.pool.acquire() as conn:
         await campaign_repo.CampaignRepository(conn).get(campaign_id)
-        items = await campaign_repo.ResultRepository(conn).page(campaign_id, after, limit)
-    return ResultsPage(items=items, next_after=items[-1].recipient_id if len(items) == limit else None)
+        return await campaign_repo.ResultRepository(conn).links(campaign_id, limit)
+
+
+# Rows read per query of the export: big enough to be quick, small enough to bound memory.
+EXPORT_CHUNK = 2000
+
+
+@router.get("/campaigns/{campaign_id}/results.csv")
+async def export_results(
+    campaign_id: int,
+    runtime: RuntimeDep,
+    query: ResultQueryDep,
+    delimiter: export.Delimiter = "semicolon",
+) -> StreamingResponse:
+    """The results as CSV (UTF-8 with BOM, `;` unless `delimiter=comma`), with the page's filters,
+    streamed in keyset chunks so a million rows never sit in memory."""
+    async with runtime.pool.acquire() as conn:
+        await campaign_repo.CampaignRepository(conn).get(campaign_id)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield export.header(delimiter).encode()
+        after = 0
+        while True:
+            async with runtime.pool.acquire() as conn:
+                page = await campaign_repo.ResultRepository(conn).page(
+                    campaign_id, after, EXPORT_CHUNK, query.filter
+                )
+            if not page:
+                return
+            yield export.lines(map(export.row, page), delimiter).encode()
+            if len(page) < EXPORT_CHUNK:
+                return
+            after = page[-1].recipient_id
+
+    return StreamingResponse(
+        chunks(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="campanha-{campaign_id}-resultado.csv"'},
+    )

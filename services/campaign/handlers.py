@@ -15,6 +15,8 @@ from shared.contracts import (
     CampaignRecipientsResolved,
     DeliveryEvent,
     LinkClicked,
+    MessageBounced,
+    MessageComplained,
     MessageFailed,
     MessageIndeterminate,
     MessageOpened,
@@ -26,7 +28,6 @@ from shared.contracts import (
 )
 from shared.db import first_processing
 from shared.errors import NotFound, RetryLater
-from shared.links import ANONYMOUS
 from shared.outbox import add_event
 from shared.service import HandlerRuntime
 
@@ -96,22 +97,20 @@ async def record_indeterminate(event: MessageIndeterminate, runtime: HandlerRunt
     await _record_outcome(runtime, event, "indeterminate", reason=event.reason)
 
 
+async def _record_engagement(runtime: HandlerRuntime, event: MessageOpened | LinkClicked) -> None:
+    try:
+        async with runtime.transaction() as conn:
+            await campaign_repo.CampaignRepository(conn).record_engagement(event)
+    except NotFound as exc:
+        # The open or click overtook the sent event (different queues): retry once it is recorded.
+        raise RetryLater(str(exc)) from exc
+
+
 @router.subscriber(topology.CAMPAIGN_MESSAGE_OPENED, topology.EVENTS)
 async def record_open(event: MessageOpened, runtime: HandlerRuntime) -> None:
-    """An open is kept; a person's open of a known recipient is its read date (the first one)."""
-    async with runtime.transaction() as conn:
-        campaigns = campaign_repo.CampaignRepository(conn)
-        identified = event.recipient_id != ANONYMOUS and not event.machine
-        if identified and not await campaigns.record_open(
-            event.campaign_id, event.recipient_id, event.opened_at
-        ):
-            recorded = False
-        else:
-            await campaigns.record_engagement(event)
-            recorded = True
-    if not recorded:
-        # The open overtook the sent event (different queues): try again once it is recorded.
-        raise RetryLater(f"no result yet for recipient {event.recipient_id} of campaign {event.campaign_id}")
+    """An open is kept and counted once; a person's open of a known recipient is its read date
+    (the first one) and counts the recipient as read."""
+    await _record_engagement(runtime, event)
 
 
 @router.subscriber(topology.CAMPAIGN_ACCOUNT_PAUSED, topology.EVENTS)
@@ -141,9 +140,32 @@ async def record_account_held(event: AccountHeld, runtime: HandlerRuntime) -> No
 
 @router.subscriber(topology.CAMPAIGN_LINK_CLICKED, topology.EVENTS)
 async def record_click(event: LinkClicked, runtime: HandlerRuntime) -> None:
-    """A tracked link was followed: kept for the campaign's click counts."""
-    async with runtime.transaction() as conn:
-        await campaign_repo.CampaignRepository(conn).record_engagement(event)
+    """A tracked link was followed: kept and counted once, on the link and, for a person, on the
+    recipient (its first click makes it a unique clicker)."""
+    await _record_engagement(runtime, event)
+
+
+@router.subscriber(topology.CAMPAIGN_MESSAGE_BOUNCED, topology.EVENTS)
+async def record_bounce(event: MessageBounced, runtime: HandlerRuntime) -> None:
+    """The provider bounced a recipient's message: shown on the result, counted once per recipient."""
+    try:
+        async with runtime.transaction() as conn:
+            if await first_processing(conn, event.event_id):
+                await campaign_repo.CampaignRepository(conn).record_bounce(event)
+    except NotFound as exc:
+        raise RetryLater(str(exc)) from exc
+
+
+@router.subscriber(topology.CAMPAIGN_MESSAGE_COMPLAINED, topology.EVENTS)
+async def record_complaint(event: MessageComplained, runtime: HandlerRuntime) -> None:
+    """The recipient reported the message as spam: shown on the result, counted once per recipient.
+    (bounce suppresses the address for every account; no unsubscribe is announced from here.)"""
+    try:
+        async with runtime.transaction() as conn:
+            if await first_processing(conn, event.event_id):
+                await campaign_repo.CampaignRepository(conn).record_complaint(event)
+    except NotFound as exc:
+        raise RetryLater(str(exc)) from exc
 
 
 @router.subscriber(topology.CAMPAIGN_UNSUBSCRIBE_REQUESTED, topology.EVENTS)

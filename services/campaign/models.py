@@ -11,6 +11,24 @@ from services.campaign.lifecycle import Status
 
 _Strict = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
+# "full": opens and clicks per recipient; "anonymous": counted without recipient; "off": none.
+Tracking = Literal["full", "anonymous", "off"]
+# What a results page may be filtered by: an outcome, or what the recipient did.
+ResultStatus = Literal[
+    "sent",
+    "failed",
+    "skipped",
+    "indeterminate",
+    "read",
+    "unread",
+    "clicked",
+    "unsubscribed",
+    "unsubscribed_campaign",
+    "unsubscribed_all",
+    "bounced",
+    "complained",
+]
+
 
 class SmtpIn(BaseModel):
     """SMTP server of a sending account; the password is write-only."""
@@ -180,12 +198,27 @@ class CampaignIn(BaseModel):
     html: str = Field(min_length=1, max_length=2_000_000)
     text: str | None = Field(default=None, max_length=2_000_000)
     priority: int = Field(default=5, ge=0, le=9)
+    tracking: Tracking = "full"
 
     @model_validator(mode="after")
     def _no_repeated_group(self) -> CampaignIn:
         if len(set(self.group_ids)) != len(self.group_ids):
             raise ValueError("group_ids repeats a group")
         return self
+
+
+class CampaignChange(BaseModel):
+    """What an edit of a draft campaign may change; omitted fields stay as they are (`text`
+    given as null removes the text alternative)."""
+
+    model_config = _Strict
+
+    name: str | None = Field(default=None, min_length=1, max_length=300)
+    subject: str | None = Field(default=None, min_length=1, max_length=998)
+    html: str | None = Field(default=None, min_length=1, max_length=2_000_000)
+    text: str | None = Field(default=None, max_length=2_000_000)
+    priority: int | None = Field(default=None, ge=0, le=9)
+    tracking: Tracking | None = None
 
 
 class AccountPauseIn(BaseModel):
@@ -212,10 +245,82 @@ class Campaign(BaseModel):
     failed: int
     skipped: int
     indeterminate: int
+    tracking: Tracking
+    read: int
+    opens: int
+    machine_opens: int
+    unique_clicks: int
+    total_clicks: int
+    machine_clicks: int
+    unsubscribed: int
+    unsubscribed_campaign: int
+    unsubscribed_all: int
+    bounced: int
+    complained: int
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
     group_ids: list[int]
+
+    @property
+    def remaining(self) -> int | None:
+        """Recipients still without an outcome (unknown before audience resolved the groups)."""
+        if self.recipients is None:
+            return None
+        return max(self.recipients - self.sent - self.failed - self.skipped - self.indeterminate, 0)
+
+
+class Totals(BaseModel):
+    """The totals of the results screen ("Total de destinatários", "Enviados", "Total restante",
+    "Lidos", "Cancelados", "Bounces", "Erros", "Clicks únicos", "Clicks totais"), kept as
+    counters. `read`: recipients with a read date (a person's open); `unique_clicks`: recipients
+    who clicked at least once; `total_clicks`/`opens`: every human click/open, anonymous ones
+    included; `unsubscribed`: recipients unsubscribed in either scope; machine ones apart."""
+
+    recipients: int | None
+    sent: int
+    remaining: int | None
+    read: int
+    unsubscribed: int
+    unsubscribed_campaign: int
+    unsubscribed_all: int
+    bounces: int
+    complaints: int
+    errors: int
+    skipped: int
+    indeterminate: int
+    unique_clicks: int
+    total_clicks: int
+    opens: int
+    machine_opens: int
+    machine_clicks: int
+
+    @classmethod
+    def of(cls, campaign: Campaign) -> Totals:
+        """The totals of a stored campaign."""
+        return cls(
+            **campaign.model_dump(
+                include={
+                    "recipients",
+                    "sent",
+                    "read",
+                    "unsubscribed",
+                    "unsubscribed_campaign",
+                    "unsubscribed_all",
+                    "skipped",
+                    "indeterminate",
+                    "unique_clicks",
+                    "total_clicks",
+                    "opens",
+                    "machine_opens",
+                    "machine_clicks",
+                }
+            ),
+            remaining=campaign.remaining,
+            bounces=campaign.bounced,
+            complaints=campaign.complained,
+            errors=campaign.failed,
+        )
 
 
 class CampaignOut(BaseModel):
@@ -236,6 +341,8 @@ class CampaignOut(BaseModel):
     skipped: int
     indeterminate: int
     remaining: int | None
+    tracking: Tracking
+    totals: Totals
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -243,13 +350,16 @@ class CampaignOut(BaseModel):
     @classmethod
     def of(cls, campaign: Campaign) -> CampaignOut:
         """The public view of a stored campaign."""
-        done = campaign.sent + campaign.failed + campaign.skipped + campaign.indeterminate
-        remaining = None if campaign.recipients is None else max(campaign.recipients - done, 0)
-        return cls(**campaign.model_dump(include=set(cls.model_fields)), remaining=remaining)
+        return cls(
+            **campaign.model_dump(include=set(cls.model_fields)),
+            remaining=campaign.remaining,
+            totals=Totals.of(campaign),
+        )
 
 
 class Result(BaseModel):
-    """The outcome for one recipient of a campaign."""
+    """The outcome for one recipient of a campaign and what the recipient did with it.
+    `opened_at` is the read date; `urls` the links the recipient followed (first click order)."""
 
     recipient_id: int
     email: str
@@ -258,10 +368,31 @@ class Result(BaseModel):
     sent_at: datetime | None
     opened_at: datetime | None
     reason: str | None
+    clicked_at: datetime | None
+    clicks: int
+    urls: list[str]
+    unsubscribed_campaign_at: datetime | None
+    unsubscribed_all_at: datetime | None
+    unsubscribe_reason: str | None
+    bounced_at: datetime | None
+    bounce_kind: Literal["permanent", "transient", "undetermined"] | None
+    bounce_subtype: str | None
+    bounce_diagnostic: str | None
+    complained_at: datetime | None
 
 
 class ResultsPage(BaseModel):
-    """A page of results; pass `next_after` as `after` to get the next one."""
+    """A page of results with the campaign's totals; pass `next_after` as `after` to get the next."""
 
+    totals: Totals
     items: list[Result]
     next_after: int | None
+
+
+class LinkClicks(BaseModel):
+    """One tracked link of a campaign: human clicks, distinct human clickers, machine clicks."""
+
+    url: str
+    clicks: int
+    unique_clickers: int
+    machine_clicks: int

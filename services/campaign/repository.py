@@ -3,15 +3,17 @@ owns the transaction."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from services.campaign.lifecycle import Status
-from services.campaign.models import Account, Campaign, Result, SenderAddress
-from shared.contracts import DeliveryEvent, LinkClicked, MessageOpened
+from services.campaign.models import Account, Campaign, LinkClicks, Result, SenderAddress
+from shared.contracts import DeliveryEvent, LinkClicked, MessageBounced, MessageComplained, MessageOpened
 from shared.errors import NotFound
+from shared.links import ANONYMOUS
 
 # The columns an account is created or edited with (name and transport are set once).
 ACCOUNT_COLUMNS = (
@@ -62,8 +64,8 @@ SELECT_SENDER_ADDRESSES = "SELECT * FROM sender_addresses ORDER BY sender_addres
 SENDER_EMAIL_TAKEN = "SELECT EXISTS (SELECT 1 FROM sender_addresses WHERE lower(email) = lower($1))"
 
 INSERT_CAMPAIGN = """
-INSERT INTO campaigns (name, sender_address_id, subject, html, text_body, priority)
-VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO campaigns (name, sender_address_id, subject, html, text_body, priority, tracking)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
 RETURNING campaign_id
 """
 INSERT_CAMPAIGN_GROUPS = """
@@ -127,19 +129,63 @@ UPDATE campaigns SET status = 'completed', finished_at = now()
 WHERE campaign_id = $1 AND status IN ('sending', 'paused')
   AND recipients IS NOT NULL AND sent + failed + skipped + indeterminate >= recipients
 """
-# The same event delivered twice is one engagement.
+# The same event delivered twice is one engagement: only a first insert returns a row, and
+# only then are the counters moved.
 INSERT_ENGAGEMENT = """
 INSERT INTO engagements (event_id, campaign_id, recipient_id, kind, url, machine, occurred_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (event_id) DO NOTHING
+RETURNING true
 """
-# The first open is the read date; later opens change nothing.
+# The first open is the read date; later (or earlier, arriving late) opens only move it back.
+# Returns whether the recipient had no read date before (NULL: no result yet). The CTE reads the
+# row under lock, so the old value is the one this update replaces.
 SET_OPENED = """
-UPDATE results SET opened_at = least(coalesce(opened_at, $3), $3)
-WHERE campaign_id = $1 AND recipient_id = $2
+WITH old AS (
+    SELECT opened_at FROM results WHERE campaign_id = $1 AND recipient_id = $2 FOR UPDATE
+)
+UPDATE results r SET opened_at = least(coalesce(r.opened_at, $3), $3)
+FROM old WHERE r.campaign_id = $1 AND r.recipient_id = $2
+RETURNING old.opened_at IS NULL
+"""
+# A person's click: counted on the recipient, first click dated. Returns whether it is the
+# recipient's first (NULL: no result yet).
+SET_CLICKED = """
+WITH old AS (
+    SELECT clicked_at FROM results WHERE campaign_id = $1 AND recipient_id = $2 FOR UPDATE
+)
+UPDATE results r SET clicks = r.clicks + 1, clicked_at = least(coalesce(r.clicked_at, $3), $3)
+FROM old WHERE r.campaign_id = $1 AND r.recipient_id = $2
+RETURNING old.clicked_at IS NULL
+"""
+# The links a recipient followed; returns whether this link is new for the recipient.
+ADD_RESULT_LINK = """
+INSERT INTO result_links (campaign_id, recipient_id, url, clicks, first_clicked_at)
+VALUES ($1, $2, $3, 1, $4)
+ON CONFLICT (campaign_id, recipient_id, url) DO UPDATE
+SET clicks = result_links.clicks + 1,
+    first_clicked_at = least(result_links.first_clicked_at, excluded.first_clicked_at)
+RETURNING xmax = 0
+"""
+COUNT_LINK_CLICK = """
+INSERT INTO campaign_links (campaign_id, url, clicks, unique_clickers, machine_clicks)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (campaign_id, url) DO UPDATE
+SET clicks = campaign_links.clicks + excluded.clicks,
+    unique_clickers = campaign_links.unique_clickers + excluded.unique_clickers,
+    machine_clicks = campaign_links.machine_clicks + excluded.machine_clicks
+"""
+# Every engagement moves its counters in one statement (one row lock on the campaign).
+COUNT_ENGAGEMENT = """
+UPDATE campaigns
+SET read = read + $2, opens = opens + $3, machine_opens = machine_opens + $4,
+    unique_clicks = unique_clicks + $5, total_clicks = total_clicks + $6,
+    machine_clicks = machine_clicks + $7
+WHERE campaign_id = $1
 """
 # An unsubscribe is dated once per scope: only a first request of that scope matches, so a
 # redelivered or repeated one changes nothing (and announces nothing). A reason given keeps.
+# `first_any`: the other scope was not set either, so the recipient is newly unsubscribed.
 SET_UNSUBSCRIBED = """
 UPDATE results
 SET unsubscribed_campaign_at = CASE WHEN $3 = 'campaign' THEN $4 ELSE unsubscribed_campaign_at END,
@@ -147,16 +193,126 @@ SET unsubscribed_campaign_at = CASE WHEN $3 = 'campaign' THEN $4 ELSE unsubscrib
     unsubscribe_reason = coalesce(nullif($5, ''), unsubscribe_reason)
 WHERE campaign_id = $1 AND recipient_id = $2
   AND CASE WHEN $3 = 'campaign' THEN unsubscribed_campaign_at IS NULL ELSE unsubscribed_all_at IS NULL END
-RETURNING email
+RETURNING email,
+    CASE WHEN $3 = 'campaign' THEN unsubscribed_all_at IS NULL
+         ELSE unsubscribed_campaign_at IS NULL END AS first_any
 """
+COUNT_UNSUBSCRIBE = """
+UPDATE campaigns
+SET unsubscribed = unsubscribed + $3::int,
+    unsubscribed_campaign = unsubscribed_campaign + ($2 = 'campaign')::int,
+    unsubscribed_all = unsubscribed_all + ($2 = 'all')::int
+WHERE campaign_id = $1
+"""
+# A recipient bounces once in the totals, dated by its first bounce whatever the arrival order;
+# a permanent bounce's details override a transient one's. Returns whether it is the
+# recipient's first bounce (NULL: no result yet).
+SET_BOUNCED = """
+WITH old AS (
+    SELECT bounced_at FROM results WHERE campaign_id = $1 AND recipient_id = $2 FOR UPDATE
+)
+UPDATE results r
+SET bounced_at = least(coalesce(r.bounced_at, $3), $3),
+    bounce_kind = CASE WHEN r.bounce_kind IS NULL OR $4 = 'permanent' THEN $4 ELSE r.bounce_kind END,
+    bounce_subtype = CASE WHEN r.bounce_kind IS NULL OR $4 = 'permanent' THEN $5 ELSE r.bounce_subtype END,
+    bounce_diagnostic = CASE WHEN r.bounce_kind IS NULL OR $4 = 'permanent' THEN $6
+                             ELSE r.bounce_diagnostic END
+FROM old WHERE r.campaign_id = $1 AND r.recipient_id = $2
+RETURNING old.bounced_at IS NULL
+"""
+COUNT_BOUNCE = "UPDATE campaigns SET bounced = bounced + 1 WHERE campaign_id = $1"
+# The first complaint of a recipient dates it; returns whether it is the first (NULL: no result).
+SET_COMPLAINED = """
+WITH old AS (
+    SELECT complained_at FROM results WHERE campaign_id = $1 AND recipient_id = $2 FOR UPDATE
+)
+UPDATE results r SET complained_at = least(coalesce(r.complained_at, $3), $3)
+FROM old WHERE r.campaign_id = $1 AND r.recipient_id = $2
+RETURNING old.complained_at IS NULL
+"""
+COUNT_COMPLAINT = "UPDATE campaigns SET complained = complained + 1 WHERE campaign_id = $1"
 RESULT_EXISTS = "SELECT EXISTS (SELECT 1 FROM results WHERE campaign_id = $1 AND recipient_id = $2)"
-# Keyset paging on recipient_id: constant time whatever the page number.
+# Keyset paging on recipient_id: constant time whatever the page number. The filters are fixed
+# fragments (see ResultFilter) ANDed in; the clicked links come from result_links' primary key.
 SELECT_RESULTS = """
-SELECT recipient_id, email, name, status, sent_at, opened_at, reason FROM results
-WHERE campaign_id = $1 AND recipient_id > $2
-ORDER BY recipient_id
+SELECT r.recipient_id, r.email, r.name, r.status, r.sent_at, r.opened_at, r.reason,
+       r.clicked_at, r.clicks, r.unsubscribed_campaign_at, r.unsubscribed_all_at,
+       r.unsubscribe_reason, r.bounced_at, r.bounce_kind, r.bounce_subtype, r.bounce_diagnostic,
+       r.complained_at,
+       ARRAY(SELECT l.url FROM result_links l
+             WHERE l.campaign_id = r.campaign_id AND l.recipient_id = r.recipient_id
+             ORDER BY l.first_clicked_at, l.url) AS urls
+FROM results r
+WHERE r.campaign_id = $1 AND r.recipient_id > $2 {filters}
+ORDER BY r.recipient_id
 LIMIT $3
 """
+# The derived statuses a page may be filtered by, each a fixed condition matching a partial index.
+STATUS_CONDITIONS = {
+    "sent": "r.status = 'sent'",
+    "failed": "r.status = 'failed'",
+    "skipped": "r.status = 'skipped'",
+    "indeterminate": "r.status = 'indeterminate'",
+    "read": "r.opened_at IS NOT NULL",
+    "unread": "r.status = 'sent' AND r.opened_at IS NULL",
+    "clicked": "r.clicked_at IS NOT NULL",
+    "unsubscribed": "(r.unsubscribed_campaign_at IS NOT NULL OR r.unsubscribed_all_at IS NOT NULL)",
+    "unsubscribed_campaign": "r.unsubscribed_campaign_at IS NOT NULL",
+    "unsubscribed_all": "r.unsubscribed_all_at IS NOT NULL",
+    "bounced": "r.bounced_at IS NOT NULL",
+    "complained": "r.complained_at IS NOT NULL",
+}
+# Clicks per link, most clicked first.
+SELECT_LINKS = """
+SELECT url, clicks, unique_clickers, machine_clicks FROM campaign_links
+WHERE campaign_id = $1
+ORDER BY clicks DESC, url
+LIMIT $2
+"""
+UPDATE_DRAFT = """
+UPDATE campaigns
+SET name = coalesce($2, name), subject = coalesce($3, subject), html = coalesce($4, html),
+    text_body = CASE WHEN $5 THEN $6 ELSE text_body END, priority = coalesce($7, priority),
+    tracking = coalesce($8, tracking)
+WHERE campaign_id = $1
+"""
+
+
+def _like(term: str) -> str:
+    """A substring pattern for ILIKE with the user's wildcards taken literally."""
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+@dataclass(frozen=True)
+class ResultFilter:
+    """What a results page or export is narrowed to: `name` and `email` are case-insensitive
+    substrings, `q` either of them, `status` one of STATUS_CONDITIONS."""
+
+    name: str | None = None
+    email: str | None = None
+    q: str | None = None
+    status: str | None = None
+
+    def sql(self, first_parameter: int) -> tuple[str, list[Any]]:
+        """The AND-ed conditions (numbered from `first_parameter`) and their values."""
+        conditions: list[str] = []
+        values: list[Any] = []
+
+        def parameter(value: Any) -> str:
+            values.append(value)
+            return f"${first_parameter + len(values) - 1}"
+
+        if self.name:
+            conditions.append(f"r.name ILIKE {parameter(_like(self.name))}")
+        if self.email:
+            conditions.append(f"r.email ILIKE {parameter(_like(self.email))}")
+        if self.q:
+            pattern = parameter(_like(self.q))
+            conditions.append(f"(r.name ILIKE {pattern} OR r.email ILIKE {pattern})")
+        if self.status:
+            conditions.append(STATUS_CONDITIONS[self.status])
+        return "".join(f" AND {c}" for c in conditions), values
 
 
 class AccountRepository:
@@ -248,10 +404,11 @@ class CampaignRepository:
         html: str,
         text: str | None,
         priority: int,
+        tracking: str = "full",
     ) -> Campaign:
         """Store a new draft campaign with its groups."""
         campaign_id = await self._conn.fetchval(
-            INSERT_CAMPAIGN, name, sender_address_id, subject, html, text, priority
+            INSERT_CAMPAIGN, name, sender_address_id, subject, html, text, priority, tracking
         )
         await self._conn.execute(INSERT_CAMPAIGN_GROUPS, campaign_id, group_ids)
         return await self.get(campaign_id)
@@ -317,13 +474,16 @@ class CampaignRepository:
         await self._conn.execute(COUNT_OUTCOME, event.campaign_id, status)
         return True
 
-    async def record_engagement(self, event: MessageOpened | LinkClicked) -> None:
-        """Keep an open or click as reported (once per event)."""
+    async def record_engagement(self, event: MessageOpened | LinkClicked) -> bool:
+        """Keep an open or click once per event and count it: a person's engagement of a known
+        recipient dates its reading or first click; machine and anonymous ones are counted apart.
+        False if the event was kept before; NotFound if a person's engagement overtook the
+        recipient's outcome (the caller retries later)."""
         if isinstance(event, MessageOpened):
             kind, url, at = "open", None, event.opened_at
         else:
             kind, url, at = "click", event.url, event.clicked_at
-        await self._conn.execute(
+        kept = await self._conn.fetchval(
             INSERT_ENGAGEMENT,
             event.event_id,
             event.campaign_id,
@@ -333,22 +493,98 @@ class CampaignRepository:
             event.machine,
             at,
         )
-
-    async def record_open(self, campaign_id: int, recipient_id: int, opened_at: datetime) -> bool:
-        """Record a read date; False if the recipient has no result yet."""
-        return str(await self._conn.execute(SET_OPENED, campaign_id, recipient_id, opened_at)) == "UPDATE 1"
+        if kept is None:
+            return False
+        human = not event.machine
+        identified = human and event.recipient_id != ANONYMOUS
+        first = new_link = False
+        if identified:
+            first = await self._conn.fetchval(
+                SET_OPENED if kind == "open" else SET_CLICKED, event.campaign_id, event.recipient_id, at
+            )
+            if first is None:
+                raise NotFound(
+                    f"no result for recipient {event.recipient_id} of campaign {event.campaign_id}"
+                )
+            if url is not None:
+                new_link = await self._conn.fetchval(
+                    ADD_RESULT_LINK, event.campaign_id, event.recipient_id, url, at
+                )
+        if url is not None:
+            await self._conn.execute(
+                COUNT_LINK_CLICK, event.campaign_id, url, int(human), int(new_link), int(event.machine)
+            )
+        opened = kind == "open"
+        await self._conn.execute(
+            COUNT_ENGAGEMENT,
+            event.campaign_id,
+            int(opened and first),
+            int(opened and human),
+            int(opened and event.machine),
+            int(not opened and first),
+            int(not opened and human),
+            int(not opened and event.machine),
+        )
+        return True
 
     async def record_unsubscribe(
         self, campaign_id: int, recipient_id: int, scope: str, reason: str, at: datetime
     ) -> str | None:
-        """Date a recipient's unsubscribe of `scope` ("campaign" or "all"); return its address if
-        this is the first of that scope, None if it was already recorded. NotFound: no result yet."""
-        email: str | None = await self._conn.fetchval(
-            SET_UNSUBSCRIBED, campaign_id, recipient_id, scope, at, reason
-        )
-        if email is None and not await self._conn.fetchval(RESULT_EXISTS, campaign_id, recipient_id):
-            raise NotFound(f"no result for recipient {recipient_id} of campaign {campaign_id}")
+        """Date a recipient's unsubscribe of `scope` ("campaign" or "all") and count it; return its
+        address if this is the first of that scope, None if it was already recorded. NotFound: no
+        result yet."""
+        row = await self._conn.fetchrow(SET_UNSUBSCRIBED, campaign_id, recipient_id, scope, at, reason)
+        if row is None:
+            if not await self._conn.fetchval(RESULT_EXISTS, campaign_id, recipient_id):
+                raise NotFound(f"no result for recipient {recipient_id} of campaign {campaign_id}")
+            return None
+        await self._conn.execute(COUNT_UNSUBSCRIBE, campaign_id, scope, bool(row["first_any"]))
+        email: str = row["email"]
         return email
+
+    async def record_bounce(self, event: MessageBounced) -> bool:
+        """Mark the recipient bounced (counted once; a permanent bounce's details win); False if it
+        had bounced before. NotFound: the bounce overtook the recipient's outcome."""
+        first = await self._conn.fetchval(
+            SET_BOUNCED,
+            event.campaign_id,
+            event.recipient_id,
+            event.bounced_at,
+            event.kind,
+            event.subtype,
+            event.diagnostic,
+        )
+        if first is None:
+            raise NotFound(f"no result for recipient {event.recipient_id} of campaign {event.campaign_id}")
+        if first:
+            await self._conn.execute(COUNT_BOUNCE, event.campaign_id)
+        return bool(first)
+
+    async def record_complaint(self, event: MessageComplained) -> bool:
+        """Mark the recipient as having complained (counted once); False if it had before.
+        NotFound: the complaint overtook the recipient's outcome."""
+        first = await self._conn.fetchval(
+            SET_COMPLAINED, event.campaign_id, event.recipient_id, event.complained_at
+        )
+        if first is None:
+            raise NotFound(f"no result for recipient {event.recipient_id} of campaign {event.campaign_id}")
+        if first:
+            await self._conn.execute(COUNT_COMPLAINT, event.campaign_id)
+        return bool(first)
+
+    async def update_draft(self, campaign_id: int, changes: dict[str, Any]) -> None:
+        """Change a draft's content or settings; keys absent from `changes` keep their value."""
+        await self._conn.execute(
+            UPDATE_DRAFT,
+            campaign_id,
+            changes.get("name"),
+            changes.get("subject"),
+            changes.get("html"),
+            "text" in changes,
+            changes.get("text"),
+            changes.get("priority"),
+            changes.get("tracking"),
+        )
 
     async def complete_if_done(self, campaign_id: int) -> bool:
         """Mark the campaign completed if every recipient has an outcome."""
@@ -361,7 +597,17 @@ class ResultRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
-    async def page(self, campaign_id: int, after: int, limit: int) -> list[Result]:
-        """Results with recipient_id greater than `after`, in recipient order."""
-        rows = await self._conn.fetch(SELECT_RESULTS, campaign_id, after, limit)
+    async def page(
+        self, campaign_id: int, after: int, limit: int, where: ResultFilter | None = None
+    ) -> list[Result]:
+        """Results with recipient_id greater than `after` matching `where`, in recipient order."""
+        filters, values = (where or ResultFilter()).sql(4)
+        rows = await self._conn.fetch(
+            SELECT_RESULTS.format(filters=filters), campaign_id, after, limit, *values
+        )
         return [Result.model_validate(dict(r)) for r in rows]
+
+    async def links(self, campaign_id: int, limit: int) -> list[LinkClicks]:
+        """The campaign's clicked links, most clicked first."""
+        rows = await self._conn.fetch(SELECT_LINKS, campaign_id, limit)
+        return [LinkClicks.model_validate(dict(r)) for r in rows]

@@ -92,6 +92,8 @@ CAMPAIGN_ACCOUNT_PAUSED = _event_queue("campaign", events.AccountPaused)
 CAMPAIGN_ACCOUNT_RESUMED = _event_queue("campaign", events.AccountResumed)
 CAMPAIGN_ACCOUNT_HELD = _event_queue("campaign", events.AccountHeld)
 CAMPAIGN_UNSUBSCRIBE_REQUESTED = _event_queue("campaign", events.UnsubscribeRequested)
+CAMPAIGN_MESSAGE_BOUNCED = _event_queue("campaign", events.MessageBounced)
+CAMPAIGN_MESSAGE_COMPLAINED = _event_queue("campaign", events.MessageComplained)
 
 BOUNCE_MESSAGE_SENT = _event_queue("bounce", events.MessageSent)
 
@@ -123,6 +125,8 @@ EVENT_QUEUES = (
     CAMPAIGN_ACCOUNT_RESUMED,
     CAMPAIGN_ACCOUNT_HELD,
     CAMPAIGN_UNSUBSCRIBE_REQUESTED,
+    CAMPAIGN_MESSAGE_BOUNCED,
+    CAMPAIGN_MESSAGE_COMPLAINED,
     BOUNCE_MESSAGE_SENT,
 )
 

@@ -390,7 +390,28 @@ class TestCampaigns:
     async def test_results_start_empty(self, api: httpx.AsyncClient) -> None:
         campaign = await _campaign(api)
         results = await api.get(f"/campaigns/{campaign['campaign_id']}/results")
-        assert results.json() == {"items": [], "next_after": None}
+        body = results.json()
+        assert (body["items"], body["next_after"]) == ([], None)
+        assert body["totals"] | {"recipients": "?"} == {
+            "recipients": "?",
+            "sent": 0,
+            "remaining": None,
+            "read": 0,
+            "unsubscribed": 0,
+            "unsubscribed_campaign": 0,
+            "unsubscribed_all": 0,
+            "bounces": 0,
+            "complaints": 0,
+            "errors": 0,
+            "skipped": 0,
+            "indeterminate": 0,
+            "unique_clicks": 0,
+            "total_clicks": 0,
+            "opens": 0,
+            "machine_opens": 0,
+            "machine_clicks": 0,
+        }
+        assert body["totals"]["recipients"] is None
 
 
 class TestGroups:

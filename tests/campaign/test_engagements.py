@@ -75,6 +75,8 @@ class TestEngagements:
             clicked_at=utc_now(),
             machine=True,
         )
+        # A person's click needs the recipient's outcome (until then it is retried).
+        await _publish(api, _sent(campaign_id, 1))
         for event in (click, click, scanner):
             await _publish(api, event)
 
