@@ -26,6 +26,16 @@ class BounceSettings(ServiceSettings):
     """Bounce: provider feedback, the shared suppression list, account reputation."""
 
     SERVICE_NAME: str = "bounce"
+    # How often the reputation brake judges every active account.
+    REPUTATION_POLL_SECONDS: float = Field(default=300, gt=0)
+    # Counted rates (accounts without CloudWatch) are not judged below this many sends in 24 h:
+    # 2 bounces in the first 20 messages are 10 % and mean nothing yet (SES too judges an
+    # account only once it has sent a representative volume).
+    REPUTATION_MIN_SENDS: int = Field(default=100, ge=1)
+    # How far back the latest CloudWatch datapoint of SES's reputation rates is looked for.
+    REPUTATION_CLOUDWATCH_LOOKBACK_HOURS: float = Field(default=24, gt=0)
+    # Poll rows kept for the console's account usage view ("uso das contas").
+    REPUTATION_HISTORY_DAYS: int = Field(default=90, ge=1)
     # SNS topics whose feedback is accepted, each with the sending account that publishes to
     # it (JSON: {"arn:aws:sns:us-east-1:123456789012:ses-feedback": 1}). Anything else is refused.
     SNS_TOPIC_ACCOUNTS: dict[str, int] = Field(default_factory=dict)

@@ -182,6 +182,13 @@ class AccountConfigured(Event):
     warmup: Warmup | None = None
     use_provider_limits: bool = True
     max_connections: int = Field(default=3, ge=1, le=50)
+    # The reputation brake (bounce): an SES account with `bounce_control` is judged by the rates
+    # SES itself publishes to CloudWatch; any other account by rates counted from our own events.
+    # The account is paused for `pause_hours` once a rate reaches its threshold.
+    bounce_control: bool = False
+    bounce_threshold: float = Field(default=0.05, gt=0, le=1)
+    complaint_threshold: float = Field(default=0.001, gt=0, le=1)
+    pause_hours: float = Field(default=24, gt=0)
 
 
 class AccountPaused(Event):

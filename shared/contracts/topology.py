@@ -96,6 +96,9 @@ CAMPAIGN_MESSAGE_BOUNCED = _event_queue("campaign", events.MessageBounced)
 CAMPAIGN_MESSAGE_COMPLAINED = _event_queue("campaign", events.MessageComplained)
 
 BOUNCE_MESSAGE_SENT = _event_queue("bounce", events.MessageSent)
+BOUNCE_MESSAGE_BOUNCED = _event_queue("bounce", events.MessageBounced)
+BOUNCE_MESSAGE_COMPLAINED = _event_queue("bounce", events.MessageComplained)
+BOUNCE_ACCOUNT_CONFIGURED = _event_queue("bounce", events.AccountConfigured)
 
 # Declared by every service at start, so an event published before its consumer ever ran waits.
 EVENT_QUEUES = (
@@ -128,6 +131,9 @@ EVENT_QUEUES = (
     CAMPAIGN_MESSAGE_BOUNCED,
     CAMPAIGN_MESSAGE_COMPLAINED,
     BOUNCE_MESSAGE_SENT,
+    BOUNCE_MESSAGE_BOUNCED,
+    BOUNCE_MESSAGE_COMPLAINED,
+    BOUNCE_ACCOUNT_CONFIGURED,
 )
 
 

@@ -131,6 +131,19 @@ class TestMessages:
         data = EXAMPLES[3].model_dump(mode="json") | {"added_later": True}
         assert events.CampaignCancelled.model_validate(data) == EXAMPLES[3]
 
+    def test_an_account_configured_by_an_older_producer_gets_the_default_brake(self) -> None:
+        example = next(m for m in EXAMPLES if isinstance(m, events.AccountConfigured))
+        data = example.model_dump(mode="json")
+        for field in ("bounce_control", "bounce_threshold", "complaint_threshold", "pause_hours"):
+            del data[field]
+        account = events.AccountConfigured.model_validate(data)
+        assert (account.bounce_control, account.bounce_threshold, account.complaint_threshold) == (
+            False,
+            0.05,
+            0.001,
+        )
+        assert account.pause_hours == 24
+
     def test_events_are_immutable(self) -> None:
         with pytest.raises(ValidationError):
             EXAMPLES[2].reason = "changed"  # type: ignore[misc]
