@@ -106,11 +106,13 @@ async def ingest(
     events: list[Event] = []
     for recipient in feedback.recipients:
         delivery = await _our_delivery(conn, feedback, source.account_id, recipient)
+        # The account that sent it, as the sender recorded; else the topic's.
+        account_id = delivery.account_id if delivery else source.account_id
         email = suppression.normalise(recipient.email)
         await feedback_repo.record(
             bounce_repo.FeedbackRow(
                 message_id=source.message_id,
-                account_id=delivery.account_id if delivery else source.account_id,
+                account_id=account_id,
                 kind=feedback.kind,
                 email=email,
                 provider_message_id=feedback.provider_message_id,
@@ -124,7 +126,7 @@ async def ingest(
         )
         if delivery is not None:
             events.append(_delivery_event(feedback, delivery, recipient))
-        events += await _suppress(conn, feedback, recipient, email, delivery, source.account_id, rules)
+        events += await _suppress(conn, feedback, recipient, email, delivery, account_id, rules)
     await outbox.add_events(conn, events)
     return True
 

@@ -66,7 +66,8 @@ class SnsHost:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 host.requests[self.path] += 1
-                body = host.pem if self.path == CERT_PATH else b"<ConfirmSubscriptionResponse/>"
+                is_certificate = self.path.startswith("/SimpleNotificationService")
+                body = host.pem if is_certificate else b"<ConfirmSubscriptionResponse/>"
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

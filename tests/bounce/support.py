@@ -6,6 +6,7 @@ import json
 import random
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 import aio_pika
@@ -43,9 +44,10 @@ def ses_notification(
     subtype: str = "General",
     diagnostic: str = "smtp; 550 5.1.1 user unknown",
     feedback_type: str = "abuse",
+    at: datetime | None = None,
 ) -> dict[str, Any]:
     """An SES notification shaped like AWS's samples ("Amazon SNS notification examples")."""
-    now = utc_now().isoformat().replace("+00:00", "Z")
+    now = (at or utc_now()).isoformat().replace("+00:00", "Z")
     mail = {
         "timestamp": now,
         "source": "news@mailer.example",

@@ -4,6 +4,7 @@ checks with a locally made certificate served over https, certificate host rules
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -113,11 +114,13 @@ class TestSnsEndpoint:
         assert await stored(bounce, message["MessageId"]) == 1
 
     async def test_the_certificate_is_fetched_once_per_url(self, bounce: Bounce, sns_host: SnsHost) -> None:
+        path = f"/SimpleNotificationService-{uuid.uuid4().hex}.pem"
         for _ in range(3):
-            response = await bounce.http.post("/sns", content=json.dumps(sns_host.sign(delivery_fields())))
+            message = sns_host.sign(delivery_fields(), cert_url=sns_host.base_url + path)
+            response = await bounce.http.post("/sns", content=json.dumps(message))
             assert response.status_code == 204
 
-        assert sns_host.requests[CERT_PATH] <= 1
+        assert sns_host.requests[path] == 1
 
     async def test_a_replayed_message_is_acted_on_once(self, bounce: Bounce, sns_host: SnsHost) -> None:
         email = address()
