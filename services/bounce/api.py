@@ -58,10 +58,6 @@ def _settings(runtime: Runtime) -> BounceSettings:
     return settings
 
 
-def _rules(settings: BounceSettings) -> feedback_ingest.Rules:
-    return feedback_ingest.Rules(settings.SOFT_BOUNCE_LIMIT, timedelta(days=settings.SOFT_BOUNCE_WINDOW_DAYS))
-
-
 def _refused(error: sns.SnsError, topic: str | None, message_id: str | None) -> JSONResponse:
     log.warning(
         "sns message refused",
@@ -73,15 +69,6 @@ def _refused(error: sns.SnsError, topic: str | None, message_id: str | None) -> 
         },
     )
     return JSONResponse({"detail": error.reason}, status_code=error.status)
-
-
-async def _record(
-    runtime: Runtime, source: feedback_ingest.Source, payload: str, feedback: notifications.Feedback
-) -> None:
-    async with runtime.transaction() as conn:
-        fresh = await feedback_ingest.ingest(conn, source, feedback, payload, _rules(_settings(runtime)))
-    if not fresh:
-        log.info("sns message already received", extra={"sns_message_id": source.message_id})
 
 
 def _too_large() -> JSONResponse:
@@ -110,7 +97,7 @@ async def receive_sns(request: Request, runtime: RuntimeDep) -> Response:
             source = feedback_ingest.Source(
                 message.message_id, message.topic_arn, settings.SNS_TOPIC_ACCOUNTS[message.topic_arn]
             )
-            await _record(runtime, source, message.message, feedback)
+            await feedback_ingest.receive(runtime, source, feedback, message.message)
         else:
             log.info("sns unsubscribe confirmed", extra={"topic_arn": message.topic_arn})
     except sns.SnsError as error:
@@ -166,7 +153,7 @@ async def receive_raw(
         payload = body.decode()
         feedback = notifications.parse_notification(payload)
         source = feedback_ingest.Source(message_id, topic_arn, settings.SNS_TOPIC_ACCOUNTS[topic_arn])
-        await _record(runtime, source, payload, feedback)
+        await feedback_ingest.receive(runtime, source, feedback, payload)
     except UnicodeDecodeError:
         return _refused(sns.Malformed("body is not UTF-8"), topic_arn, message_id)
     except sns.SnsError as error:

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
 
 from services.bounce import api as bounce_api
-from services.bounce import brake_api, brake_handlers, handlers
+from services.bounce import brake_api, brake_handlers, handlers, sqs
 from services.bounce.brake_loop import BrakeConfig, BrakeLoop
 from services.bounce.cloudwatch import CloudWatchRates
 from services.bounce.settings import BounceSettings
@@ -40,7 +40,7 @@ def create_app(
         routers=[handlers.router, brake_handlers.router],
         api=[brake_api.router, bounce_api.router],
         tracer_provider=tracer_provider,
-        background=[_run_brake],
+        background=[_run_brake, sqs.poll_queues],
     )
     runtime: Runtime = app.state.runtime
     # Certificates and confirmations go to SNS hosts only; tests pass a client that trusts their

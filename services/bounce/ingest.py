@@ -10,6 +10,7 @@ transaction commits.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -18,6 +19,7 @@ import asyncpg
 from services.bounce import repository as bounce_repo
 from services.bounce import suppression
 from services.bounce.notifications import Feedback, Recipient
+from services.bounce.settings import BounceSettings
 from shared import outbox
 from shared.contracts import (
     AddressSuppressed,
@@ -28,6 +30,7 @@ from shared.contracts import (
     MessageDelivered,
     RecipientUnsubscribed,
 )
+from shared.service import Runtime
 
 
 @dataclass(frozen=True)
@@ -39,12 +42,20 @@ class Source:
     account_id: int
 
 
+log = logging.getLogger(__name__)
+
+
 @dataclass(frozen=True)
 class Rules:
     """The soft-bounce limit and its window."""
 
     soft_bounce_limit: int
     soft_bounce_window: timedelta
+
+    @classmethod
+    def of(cls, settings: BounceSettings) -> Rules:
+        """The rules the settings set."""
+        return cls(settings.SOFT_BOUNCE_LIMIT, timedelta(days=settings.SOFT_BOUNCE_WINDOW_DAYS))
 
 
 @dataclass(frozen=True)
@@ -179,3 +190,15 @@ async def _suppress(
             )
         )
     return events
+
+
+async def receive(runtime: Runtime, source: Source, feedback: Feedback, payload: str) -> bool:
+    """Ingest in a transaction of its own (the outbox publishes after commit); False if the
+    notification was received before."""
+    settings = runtime.settings
+    assert isinstance(settings, BounceSettings)
+    async with runtime.transaction() as conn:
+        fresh = await ingest(conn, source, feedback, payload, Rules.of(settings))
+    if not fresh:
+        log.info("feedback already received", extra={"sns_message_id": source.message_id})
+    return fresh

@@ -16,6 +16,8 @@ class SqsQueue(BaseModel):
 
     queue_url: str
     region: str
+    # The sending account whose feedback arrives on this queue.
+    account_id: int
     access_key_id: str | None = None
     secret_access_key: SecretStr | None = None
     # Only for tests and local stacks (moto); None means AWS itself.
