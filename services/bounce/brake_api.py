@@ -11,7 +11,7 @@ import logging
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import AwareDatetime, BaseModel, Field
 
 from services.bounce.brake_loop import BrakeLoop
@@ -58,10 +58,16 @@ async def _known(repository: ReputationRepository, account_id: int) -> None:
 async def set_override(account_id: int, body: OverrideRequest, runtime: RuntimeDep) -> Override:
     """Ignore the account's brake (it is not paused, and resumed if paused) until `until` or switched off."""
     brake = brake_of(runtime)
+    now = brake.clock()
+    if body.until is not None and body.until <= now:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=[{"loc": ["body", "until"], "msg": "must be in the future", "type": "value_error"}],
+        )
     async with runtime.transaction() as conn:
         repository = ReputationRepository(conn)
         await _known(repository, account_id)
-        override = await repository.set_override(account_id, body.until, body.reason, body.by, brake.clock())
+        override = await repository.set_override(account_id, body.until, body.reason, body.by, now)
     log.warning(
         "reputation brake of account %s overridden by %s until %s: %s",
         account_id,

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 # Bounce's own window over counted events, as SES's rates look at the recent past.
 WINDOW = timedelta(hours=24)
-_LOCK_KEY = "bounce.reputation-brake"
+LOCK_KEY = "bounce.reputation-brake"
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,11 @@ class BrakeMetrics:
             self.complaint_rate.labels(label).set(rates.complaint)
         self.paused.labels(label).set(1 if paused else 0)
 
+    def clear(self) -> None:
+        """Show nothing: another replica polls, and this one's last values would go stale."""
+        for gauge in (self.bounce_rate, self.complaint_rate, self.paused):
+            gauge.clear()
+
 
 class BrakeLoop:
     """Polls every `poll_seconds`, or at once when nudged (an override was set or cleared)."""
@@ -102,7 +107,8 @@ class BrakeLoop:
         now = self.clock()
         async with self._runtime.pool.acquire() as conn, conn.transaction():
             repository = ReputationRepository(conn)
-            if not await repository.try_lock(_LOCK_KEY):
+            if not await repository.try_lock(LOCK_KEY):
+                self._metrics.clear()
                 return False
             await repository.prune(now - WINDOW, now - self._config.history)
             for account in await repository.active_accounts():

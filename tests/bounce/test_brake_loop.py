@@ -19,13 +19,15 @@ import pytest
 
 from services.bounce.app import create_app
 from services.bounce.brake_api import brake_of
+from services.bounce.brake_loop import LOCK_KEY
+from services.bounce.reputation_repository import ReputationRepository
 from services.bounce.settings import BounceSettings
 from shared.broker import publish_event
 from shared.contracts import Event, SesConnection, topology, utc_now
 from shared.crypto import SecretBox
 from shared.service import Runtime
 from tests.aws import moto_server
-from tests.bounce.support import sent
+from tests.bounce.support import RAW_SECRET, TOPIC, address, sent, ses_notification
 from tests.bounce.test_brake_repository import bounced, complained, configured
 from tests.support import Handled, eventually, running, unique_id
 
@@ -120,13 +122,14 @@ def start_brake(make_settings: Callable[..., Any], own_vhost: str) -> StartBrake
     """Starts the service on the test's own vhost; by default the brake polls only when told."""
 
     @asynccontextmanager
-    async def start(poll_seconds: float = 3600) -> AsyncIterator[Brake]:
+    async def start(poll_seconds: float = 3600, **overrides: Any) -> AsyncIterator[Brake]:
         clock = Clock()
         settings = make_settings(
             BounceSettings,
             RABBITMQ_URL=own_vhost,
             REPUTATION_POLL_SECONDS=poll_seconds,
             REPUTATION_MIN_SENDS=10,
+            **overrides,
         )
         app = create_app(settings, clock=clock)
         handled = Handled()
@@ -251,6 +254,21 @@ class TestCountedRates:
         assert (row["source"], row["bounce_rate"], row["sent"], row["paused"]) == ("counters", None, 9, False)
 
 
+class TestOneReplica:
+    async def test_a_replica_that_finds_the_brake_locked_skips_the_poll_and_shows_no_rates(
+        self, brake: Brake
+    ) -> None:
+        account_id = await _over_the_bounce_threshold(brake)
+        label = {"account_id": str(account_id)}
+        assert brake.runtime.registry.get_sample_value("mailer_account_brake_paused", label) == 1
+
+        async with brake.runtime.pool.acquire() as other_replica, other_replica.transaction():
+            assert await ReputationRepository(other_replica).try_lock(LOCK_KEY)
+            assert not await brake_of(brake.runtime).poll()
+
+        assert brake.runtime.registry.get_sample_value("mailer_account_brake_paused", label) is None
+
+
 class TestOverride:
     async def test_an_override_lifts_the_pause_and_holds_the_brake_until_switched_off(
         self, brake: Brake
@@ -287,13 +305,19 @@ class TestOverride:
 
         await eventually(lambda: _count(brake, "account.paused", account_id, 2))
 
-    async def test_an_unknown_account_or_a_missing_name_is_refused(self, brake: Brake) -> None:
-        path = f"/api/v1/accounts/{unique_id()}/brake-override"
-        assert (await brake.api.post(path, json={"by": "ana"})).status_code == 404
-        assert (await brake.api.post(path, json={"until": "2030-01-01T00:00:00Z"})).status_code == 422
-        assert (
-            await brake.api.post(path, json={"by": "ana", "until": "2030-01-01T00:00:00"})
-        ).status_code == 422
+    async def test_an_unknown_account_or_a_bad_body_is_refused(self, brake: Brake) -> None:
+        unknown = f"/api/v1/accounts/{unique_id()}/brake-override"
+        assert (await brake.api.post(unknown, json={"by": "ana"})).status_code == 404
+        path = f"/api/v1/accounts/{await _over_the_bounce_threshold(brake)}/brake-override"
+        past = (brake.clock() - timedelta(minutes=1)).isoformat()
+        for body, at_fault in (
+            ({"until": "2030-01-01T00:00:00Z"}, "by"),
+            ({"by": "ana", "until": "2030-01-01T00:00:00"}, "until"),
+            ({"by": "ana", "until": past}, "until"),
+        ):
+            response = await brake.api.post(path, json=body)
+            assert response.status_code == 422, body
+            assert response.json()["detail"][0]["loc"][-1] == at_fault
 
 
 async def _count(brake: Brake, routing_key: str, account_id: int, expected: int) -> bool:
@@ -367,3 +391,39 @@ class TestCloudWatch:
                 0.01,
                 0.0005,
             )
+
+
+class TestFeedbackToPause:
+    async def test_ses_bounces_received_over_sns_pause_the_account_and_it_resumes_after_the_pause(
+        self, start_brake: StartBrake
+    ) -> None:
+        account_id = unique_id()
+        messages = [sent(account_id=account_id, email=address()) for _ in range(10)]
+        async with start_brake(
+            SNS_TOPIC_ACCOUNTS={TOPIC: account_id}, SNS_RAW_DELIVERY_SECRET=RAW_SECRET
+        ) as brake:
+            await brake.feed(configured(account_id, transport="smtp", ses=None, pause_hours=24), *messages)
+
+            bounce = ses_notification(
+                "Bounce", provider_message_id=messages[0].provider_message_id, email=messages[0].email
+            )
+            response = await brake.api.post(
+                "/sns/raw",
+                content=json.dumps(bounce),
+                auth=("sns", RAW_SECRET),
+                headers={"x-amz-sns-topic-arn": TOPIC, "x-amz-sns-message-id": f"raw-{account_id}"},
+            )
+            assert response.status_code == 204
+
+            async def paused() -> list[dict[str, Any]]:
+                # The bounce reaches the counts through the broker: poll until it is counted.
+                await brake.poll()
+                return brake.events("account.paused", account_id)
+
+            [pause] = await eventually(paused)
+            assert "bounce rate 10.00%" in pause["reason"]
+
+            # A day later the window that paused it is over and nothing was sent since.
+            brake.clock.advance(hours=24, seconds=1)
+            await brake.poll()
+            await brake.announcement("account.resumed", account_id)
