@@ -102,6 +102,7 @@ class TestCounters:
             LinkClicked(campaign_id=campaign_id, recipient_id=2, url=a, clicked_at=T0 + timedelta(hours=6)),
         ]
         scanner = LinkClicked(campaign_id=campaign_id, recipient_id=3, url=b, clicked_at=T0, machine=True)
+        anonymous_click = LinkClicked(campaign_id=campaign_id, recipient_id=0, url=a, clicked_at=T0)
         bounce = MessageBounced(
             campaign_id=campaign_id,
             account_id=1,
@@ -144,6 +145,7 @@ class TestCounters:
             anonymous_open,
             *clicks,
             scanner,
+            anonymous_click,
             bounce,
             permanent,
             complaint,
@@ -164,8 +166,8 @@ class TestCounters:
             "read": 1,  # recipient 1 (twice opened); the proxy and the anonymous open apart
             "opens": 3,  # two of recipient 1, one anonymous
             "machine_opens": 1,
-            "unique_clicks": 2,  # recipients 1 and 2
-            "total_clicks": 4,
+            "unique_clicks": 2,  # recipients 1 and 2; the anonymous click is no one's
+            "total_clicks": 5,
             "machine_clicks": 1,
             "unsubscribed": 1,  # recipient 1, in both scopes, is one recipient
             "unsubscribed_campaign": 1,
@@ -192,7 +194,7 @@ class TestCounters:
 
         links = (await api.get(f"/campaigns/{campaign_id}/results/links")).json()
         assert links == [
-            {"url": a, "clicks": 3, "unique_clickers": 2, "machine_clicks": 0},
+            {"url": a, "clicks": 4, "unique_clickers": 2, "machine_clicks": 0},
             {"url": b, "clicks": 1, "unique_clickers": 1, "machine_clicks": 1},
         ]
 
