@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from faststream.rabbit import RabbitRouter
 
 from services.bounce import reputation_counts
 from services.bounce.reputation_repository import ReputationRepository
-from shared.contracts import AccountConfigured, MessageBounced, MessageComplained, topology
+from shared.contracts import AccountConfigured, AccountResumed, MessageBounced, MessageComplained, topology
 from shared.service import HandlerRuntime
+
+log = logging.getLogger(__name__)
 
 router = RabbitRouter()
 
@@ -31,3 +35,20 @@ async def count_complaint(event: MessageComplained, runtime: HandlerRuntime) -> 
     """Count a complaint against its account."""
     async with runtime.transaction() as conn:
         await reputation_counts.count_complained(conn, event)
+
+
+@router.subscriber(topology.BOUNCE_ACCOUNT_RESUMED, topology.EVENTS)
+async def forget_pause(event: AccountResumed, runtime: HandlerRuntime) -> None:
+    """An account an operator (or the sender) resumed is judged afresh at the next poll, and paused
+    again if its rates are still over: otherwise the brake, believing it paused, would let it send
+    unjudged. Keeping it sending despite its rates is the override's job, which is logged."""
+    if event.source == "bounce":
+        return
+    async with runtime.transaction() as conn:
+        forgotten = await ReputationRepository(conn).forget_pause(event.account_id, event.occurred_at)
+    if forgotten:
+        log.warning(
+            "account %s resumed by %s during a reputation pause; the brake judges it again",
+            event.account_id,
+            event.source,
+        )

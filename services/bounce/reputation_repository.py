@@ -50,6 +50,9 @@ PRUNE_HISTORY = "DELETE FROM reputation_history WHERE polled_at < $1"
 SELECT_PAUSE = "SELECT * FROM reputation_pauses WHERE account_id = $1"
 INSERT_PAUSE = "INSERT INTO reputation_pauses (account_id, paused_at, until, reason) VALUES ($1, $2, $3, $4)"
 DELETE_PAUSE = "DELETE FROM reputation_pauses WHERE account_id = $1"
+# Only a pause that started before the other resume: a resume delivered late must not undo a
+# pause the brake decided after it.
+FORGET_PAUSE = "DELETE FROM reputation_pauses WHERE account_id = $1 AND paused_at < $2"
 
 # The override in force: the latest one, unless cleared or past its date.
 SELECT_OVERRIDE = """
@@ -228,6 +231,12 @@ class ReputationRepository:
     async def end_pause(self, account_id: int) -> None:
         """Record that the brake resumed the account."""
         await self._conn.execute(DELETE_PAUSE, account_id)
+
+    async def forget_pause(self, account_id: int, resumed_at: datetime) -> bool:
+        """Forget the brake's pause of an account someone else resumed at `resumed_at`; False if
+        there was none (or it came later)."""
+        status: str = await self._conn.execute(FORGET_PAUSE, account_id, resumed_at)
+        return status != "DELETE 0"
 
     async def override(self, account_id: int, now: datetime) -> Override | None:
         """The override in force for the account at `now`."""

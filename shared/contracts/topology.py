@@ -99,6 +99,7 @@ BOUNCE_MESSAGE_SENT = _event_queue("bounce", events.MessageSent)
 BOUNCE_MESSAGE_BOUNCED = _event_queue("bounce", events.MessageBounced)
 BOUNCE_MESSAGE_COMPLAINED = _event_queue("bounce", events.MessageComplained)
 BOUNCE_ACCOUNT_CONFIGURED = _event_queue("bounce", events.AccountConfigured)
+BOUNCE_ACCOUNT_RESUMED = _event_queue("bounce", events.AccountResumed)
 
 # Declared by every service at start, so an event published before its consumer ever ran waits.
 EVENT_QUEUES = (
@@ -134,6 +135,7 @@ EVENT_QUEUES = (
     BOUNCE_MESSAGE_BOUNCED,
     BOUNCE_MESSAGE_COMPLAINED,
     BOUNCE_ACCOUNT_CONFIGURED,
+    BOUNCE_ACCOUNT_RESUMED,
 )
 
 

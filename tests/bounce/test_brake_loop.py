@@ -23,7 +23,7 @@ from services.bounce.brake_loop import LOCK_KEY
 from services.bounce.reputation_repository import ReputationRepository
 from services.bounce.settings import BounceSettings
 from shared.broker import publish_event
-from shared.contracts import Event, SesConnection, topology, utc_now
+from shared.contracts import AccountResumed, Event, SesConnection, topology, utc_now
 from shared.crypto import SecretBox
 from shared.service import Runtime
 from tests.aws import moto_server
@@ -252,6 +252,28 @@ class TestCountedRates:
         assert brake.events("account.paused", account_id) == []
         [row] = await brake.history(account_id)
         assert (row["source"], row["bounce_rate"], row["sent"], row["paused"]) == ("counters", None, 9, False)
+
+
+class TestResumedByAnOperator:
+    async def test_the_brake_judges_it_again_and_pauses_it_while_the_rate_is_over(self, brake: Brake) -> None:
+        account_id = await _over_the_bounce_threshold(brake)
+
+        await brake.feed(AccountResumed(account_id=account_id, reason="go on", source="operator"))
+        await brake.poll()
+
+        await eventually(lambda: _count(brake, "account.paused", account_id, 2))
+
+    async def test_a_resume_older_than_the_pause_changes_nothing(self, brake: Brake) -> None:
+        before = brake.clock() - timedelta(minutes=1)
+        account_id = await _over_the_bounce_threshold(brake)
+
+        await brake.feed(
+            AccountResumed(account_id=account_id, reason="late", source="operator", occurred_at=before)
+        )
+        await brake.poll()
+        await _nothing_more_arrives()
+
+        assert len(brake.events("account.paused", account_id)) == 1
 
 
 class TestOneReplica:
