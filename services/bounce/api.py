@@ -16,7 +16,7 @@ import base64
 import binascii
 import hmac
 import logging
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 import httpx
@@ -93,11 +93,12 @@ async def receive_sns(request: Request, runtime: RuntimeDep) -> Response:
         if message.type == "SubscriptionConfirmation":
             await _confirm(runtime, message)
         elif message.type == "Notification":
-            feedback = notifications.parse_notification(message.message)
+            payload = message.fields["Message"]
+            feedback = notifications.parse_notification(payload)
             source = feedback_ingest.Source(
                 message.message_id, message.topic_arn, settings.SNS_TOPIC_ACCOUNTS[message.topic_arn]
             )
-            await feedback_ingest.receive(runtime, source, feedback, message.message)
+            await feedback_ingest.receive(runtime, source, feedback, payload)
         else:
             log.info("sns unsubscribe confirmed", extra={"topic_arn": message.topic_arn})
     except sns.SnsError as error:
@@ -110,7 +111,7 @@ async def receive_sns(request: Request, runtime: RuntimeDep) -> Response:
 async def _confirm(runtime: Runtime, message: sns.SnsMessage) -> None:
     client: SnsHttpClient = runtime.state["sns_http"]
     try:
-        await client.confirm_subscription(message.subscribe_url)
+        await client.confirm_subscription(message.fields["SubscribeURL"])
     except Exception as exc:
         raise sns.Unavailable(f"subscription not confirmed: {type(exc).__name__}") from None
     log.info("sns subscription confirmed", extra={"topic_arn": message.topic_arn})
@@ -161,22 +162,10 @@ async def receive_raw(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-class SuppressionOut(BaseModel):
-    """An entry of the suppression list."""
-
-    email: str
-    reason: str
-    diagnostic: str
-    account_id: int | None
-    campaign_id: int | None
-    suppressed_at: datetime
-    suppression_id: int
-
-
 class SuppressionPage(BaseModel):
     """A page of the list; `next` is the `before` of the following page (None: the last)."""
 
-    items: list[SuppressionOut]
+    items: list[bounce_repo.Suppression]
     next: int | None
 
 
@@ -196,8 +185,15 @@ async def list_suppressions(
         entries = await bounce_repo.SuppressionRepository(conn).page(
             email=suppression.normalise(email) if email else None, reason=reason, before=before, limit=limit
         )
-    items = [SuppressionOut(**vars(e)) for e in entries]
-    return SuppressionPage(items=items, next=entries[-1].suppression_id if len(entries) == limit else None)
+    return SuppressionPage(items=entries, next=entries[-1].suppression_id if len(entries) == limit else None)
+
+
+@router.get("/api/v1/feedback/unmatched")
+async def unmatched_feedback(runtime: RuntimeDep) -> dict[int, int]:
+    """Feedback about messages that are not ours (another system sending through the same
+    account, as the provider's manual warns), counted per account id."""
+    async with runtime.pool.acquire() as conn:
+        return await bounce_repo.FeedbackRepository(conn).unmatched_by_account()
 
 
 @router.delete("/api/v1/suppressions/{email}", status_code=status.HTTP_204_NO_CONTENT)

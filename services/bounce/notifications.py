@@ -128,35 +128,26 @@ def parse_notification(payload: str | dict[str, Any]) -> Feedback:
     except ValidationError as exc:
         raise Malformed(f"SES notification invalid: {exc.errors()[0]['loc']}") from None
     mail = notification.mail
-    headers = {header.name.lower(): header.value for header in mail.headers}
+    bounce_type = subtype = ""
     if kind == "bounce" and notification.bounce is not None:
         bounce = notification.bounce
-        return Feedback(
-            kind,
-            recipients=tuple(Recipient(r.emailAddress, r.diagnosticCode) for r in bounce.bouncedRecipients),
-            occurred_at=bounce.timestamp,
-            bounce_type=bounce.bounceType,
-            subtype=bounce.bounceSubType,
-            provider_message_id=mail.messageId,
-            headers=headers,
-        )
-    if kind == "complaint" and notification.complaint is not None:
+        recipients = tuple(Recipient(r.emailAddress, r.diagnosticCode) for r in bounce.bouncedRecipients)
+        occurred_at, bounce_type, subtype = bounce.timestamp, bounce.bounceType, bounce.bounceSubType
+    elif kind == "complaint" and notification.complaint is not None:
         complaint = notification.complaint
-        return Feedback(
-            kind,
-            recipients=tuple(Recipient(r.emailAddress) for r in complaint.complainedRecipients),
-            occurred_at=complaint.timestamp,
-            subtype=complaint.complaintFeedbackType,
-            provider_message_id=mail.messageId,
-            headers=headers,
-        )
-    if kind == "delivery" and notification.delivery is not None:
-        delivery = notification.delivery
-        return Feedback(
-            kind,
-            recipients=tuple(Recipient(r) for r in delivery.recipients),
-            occurred_at=delivery.timestamp,
-            provider_message_id=mail.messageId,
-            headers=headers,
-        )
-    raise Malformed(f"SES {kind} notification without its {kind} object")
+        recipients = tuple(Recipient(r.emailAddress) for r in complaint.complainedRecipients)
+        occurred_at, subtype = complaint.timestamp, complaint.complaintFeedbackType
+    elif kind == "delivery" and notification.delivery is not None:
+        recipients = tuple(Recipient(r) for r in notification.delivery.recipients)
+        occurred_at = notification.delivery.timestamp
+    else:
+        raise Malformed(f"SES {kind} notification without its {kind} object")
+    return Feedback(
+        kind,
+        provider_message_id=mail.messageId,
+        headers={header.name.lower(): header.value for header in mail.headers},
+        recipients=recipients,
+        occurred_at=occurred_at,
+        bounce_type=bounce_type,
+        subtype=subtype,
+    )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+from pydantic import BaseModel
 
 from shared.contracts import MessageSent
 from shared.errors import NotFound
@@ -144,9 +145,8 @@ class FeedbackRepository:
         return {row["account_id"]: row["unmatched"] for row in await self._conn.fetch(COUNT_UNMATCHED)}
 
 
-@dataclass(frozen=True)
-class Suppression:
-    """An address of the shared suppression list."""
+class Suppression(BaseModel):
+    """An address of the shared suppression list (also what the admin API shows)."""
 
     suppression_id: int
     email: str
@@ -184,7 +184,7 @@ class SuppressionRepository:
     ) -> list[Suppression]:
         """Entries newest first, with a suppression_id under `before`, optionally filtered."""
         rows = await self._conn.fetch(SELECT_SUPPRESSIONS, email, reason, before, limit)
-        return [Suppression(**dict(row)) for row in rows]
+        return [Suppression.model_validate(dict(row)) for row in rows]
 
     async def remove(self, email: str) -> None:
         """Take an address off the list; NotFound if it is not on it."""

@@ -33,26 +33,11 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from shared.contracts import utc_now
 
+_CONFIRMATION_FIELDS = ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type")
 _SIGNED_FIELDS = {
     "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
-    "SubscriptionConfirmation": (
-        "Message",
-        "MessageId",
-        "SubscribeURL",
-        "Timestamp",
-        "Token",
-        "TopicArn",
-        "Type",
-    ),
-    "UnsubscribeConfirmation": (
-        "Message",
-        "MessageId",
-        "SubscribeURL",
-        "Timestamp",
-        "Token",
-        "TopicArn",
-        "Type",
-    ),
+    "SubscriptionConfirmation": _CONFIRMATION_FIELDS,
+    "UnsubscribeConfirmation": _CONFIRMATION_FIELDS,
 }
 _OPTIONAL_FIELDS = {"Subject"}
 _PROOF_FIELDS = ("Signature", "SignatureVersion", "SigningCertURL")
@@ -92,35 +77,15 @@ class Unavailable(SnsError):
 
 @dataclass(frozen=True)
 class SnsMessage:
-    """An SNS message as posted to an HTTP endpoint; `fields` are its top-level strings."""
+    """An SNS message as posted to an HTTP endpoint: its type (Notification,
+    SubscriptionConfirmation or UnsubscribeConfirmation), SNS's id of it (the same on every
+    redelivery), its topic and time, and all its signed and proof fields by SNS's names."""
 
-    fields: dict[str, str]
+    type: str
+    message_id: str
+    topic_arn: str
     timestamp: datetime
-
-    @property
-    def type(self) -> str:
-        """Notification, SubscriptionConfirmation or UnsubscribeConfirmation."""
-        return self.fields["Type"]
-
-    @property
-    def message_id(self) -> str:
-        """SNS's id of this message, the same on every redelivery."""
-        return self.fields["MessageId"]
-
-    @property
-    def topic_arn(self) -> str:
-        """The topic that published it."""
-        return self.fields["TopicArn"]
-
-    @property
-    def message(self) -> str:
-        """The payload: for SES feedback, the notification's JSON."""
-        return self.fields["Message"]
-
-    @property
-    def subscribe_url(self) -> str:
-        """Where a subscription is confirmed (confirmations only)."""
-        return self.fields["SubscribeURL"]
+    fields: dict[str, str]
 
 
 def parse_timestamp(value: str) -> datetime:
@@ -152,7 +117,9 @@ def parse_envelope(document: Any) -> SnsMessage:
         if not isinstance(value, str):
             raise Malformed(f"{name} missing or not a string")
         fields[name] = value
-    return SnsMessage(fields, parse_timestamp(fields["Timestamp"]))
+    return SnsMessage(
+        kind, fields["MessageId"], fields["TopicArn"], parse_timestamp(fields["Timestamp"]), fields
+    )
 
 
 def decode_body(body: bytes) -> Any:
@@ -260,4 +227,4 @@ class SnsVerifier:
         except InvalidSignature:
             raise Refused("bad signature") from None
         if message.type != "Notification":
-            check_subscribe_url(message.subscribe_url, self._host_pattern)
+            check_subscribe_url(message.fields["SubscribeURL"], self._host_pattern)

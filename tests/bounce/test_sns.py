@@ -234,23 +234,24 @@ def confirmation(
 
 
 class TestSubscriptionConfirmation:
-    async def test_a_configured_topic_is_confirmed(self, bounce: Bounce, sns_host: SnsHost) -> None:
-        message = confirmation(sns_host, "SubscriptionConfirmation", TOPIC)
+    @pytest.mark.parametrize(
+        ("kind", "topic", "status", "visits"),
+        [
+            ("SubscriptionConfirmation", TOPIC, 204, 1),
+            ("SubscriptionConfirmation", OTHER_TOPIC, 403, 0),
+            ("UnsubscribeConfirmation", TOPIC, 204, 0),
+        ],
+    )
+    async def test_only_a_subscription_to_a_configured_topic_is_confirmed(
+        self, bounce: Bounce, sns_host: SnsHost, kind: str, topic: str, status: int, visits: int
+    ) -> None:
+        message = confirmation(sns_host, kind, topic)
         path = message["SubscribeURL"].removeprefix(sns_host.base_url)
 
         response = await bounce.http.post("/sns", content=json.dumps(message))
 
-        assert response.status_code == 204
-        assert sns_host.requests[path] == 1
-
-    async def test_an_unknown_topic_is_not_confirmed(self, bounce: Bounce, sns_host: SnsHost) -> None:
-        message = confirmation(sns_host, "SubscriptionConfirmation", OTHER_TOPIC)
-        path = message["SubscribeURL"].removeprefix(sns_host.base_url)
-
-        response = await bounce.http.post("/sns", content=json.dumps(message))
-
-        assert response.status_code == 403
-        assert sns_host.requests[path] == 0
+        assert response.status_code == status
+        assert sns_host.requests[path] == visits
 
     async def test_a_subscribe_url_off_the_sns_hosts_is_never_visited(
         self, bounce: Bounce, sns_host: SnsHost
@@ -265,14 +266,3 @@ class TestSubscriptionConfirmation:
             403,
             "SubscribeURL is not on an SNS host",
         )
-
-    async def test_an_unsubscribe_confirmation_is_verified_and_not_acted_on(
-        self, bounce: Bounce, sns_host: SnsHost
-    ) -> None:
-        message = confirmation(sns_host, "UnsubscribeConfirmation", TOPIC)
-        path = message["SubscribeURL"].removeprefix(sns_host.base_url)
-
-        response = await bounce.http.post("/sns", content=json.dumps(message))
-
-        assert response.status_code == 204
-        assert sns_host.requests[path] == 0
