@@ -13,6 +13,7 @@ from services.bounce import api as bounce_api
 from services.bounce import brake_api, brake_handlers, handlers, sqs
 from services.bounce.brake_loop import BrakeConfig, BrakeLoop
 from services.bounce.cloudwatch import CloudWatchRates
+from services.bounce.ses_suppression import SesSuppressionMirror, SuppressionMirror
 from services.bounce.settings import BounceSettings
 from shared.contracts import utc_now
 from shared.crypto import SecretBox
@@ -29,6 +30,7 @@ def create_app(
     tracer_provider: TracerProvider | None = None,
     clock: Callable[[], datetime] = utc_now,
     sns_http: httpx.AsyncClient | None = None,
+    ses_mirror: SuppressionMirror | None = None,
 ) -> FastAPI:
     """Build the bounce service (connections open in its lifespan, not here); `clock` is the
     reputation brake's (tests move it past a pause)."""
@@ -46,6 +48,10 @@ def create_app(
     # Certificates and confirmations go to SNS hosts only; tests pass a client that trusts their
     # local certificate authority.
     runtime.state.update(bounce_api.sns_state(settings, sns_http or httpx.AsyncClient(timeout=10)))
+    # None: suppressions stay ours only (tests pass a recording mirror).
+    if ses_mirror is None and settings.SES_SUPPRESSION_MIRROR:
+        ses_mirror = SesSuppressionMirror(SecretBox(settings.SECRET_KEYS))
+    runtime.state["ses_mirror"] = ses_mirror
     # Built here rather than in the task: its gauges go on the registry the frame made.
     runtime.state["brake"] = BrakeLoop(
         runtime,

@@ -56,6 +56,8 @@ class BounceSettings(ServiceSettings):
     # Transient bounces of one address within the window that suppress it.
     SOFT_BOUNCE_LIMIT: int = Field(default=3, ge=1)
     SOFT_BOUNCE_WINDOW_DAYS: int = Field(default=30, ge=1)
+    # Copy suppressions into each SES account's own account-level suppression list as well.
+    SES_SUPPRESSION_MIRROR: bool = False
 
     @model_validator(mode="after")
     def _refuse_a_test_certificate_host_in_production(self) -> BounceSettings:

@@ -100,6 +100,9 @@ BOUNCE_MESSAGE_BOUNCED = _event_queue("bounce", events.MessageBounced)
 BOUNCE_MESSAGE_COMPLAINED = _event_queue("bounce", events.MessageComplained)
 BOUNCE_ACCOUNT_CONFIGURED = _event_queue("bounce", events.AccountConfigured)
 BOUNCE_ACCOUNT_RESUMED = _event_queue("bounce", events.AccountResumed)
+# Bounce's own announcements, for the optional mirror into each SES account's suppression list.
+BOUNCE_ADDRESS_SUPPRESSED = _event_queue("bounce", events.AddressSuppressed)
+BOUNCE_ADDRESS_UNSUPPRESSED = _event_queue("bounce", events.AddressUnsuppressed)
 
 # Declared by every service at start, so an event published before its consumer ever ran waits.
 EVENT_QUEUES = (
@@ -136,6 +139,8 @@ EVENT_QUEUES = (
     BOUNCE_MESSAGE_COMPLAINED,
     BOUNCE_ACCOUNT_CONFIGURED,
     BOUNCE_ACCOUNT_RESUMED,
+    BOUNCE_ADDRESS_SUPPRESSED,
+    BOUNCE_ADDRESS_UNSUPPRESSED,
 )
 
 

@@ -131,7 +131,7 @@ class Bounce:
         runtime: Runtime = self.app.state.runtime
         return runtime
 
-    async def publish(self, event: MessageSent) -> None:
+    async def publish(self, event: Event) -> None:
         """Publish the event to the events exchange as the sender's outbox does."""
         await publish_event(self.runtime.broker, event)
 
