@@ -98,7 +98,7 @@ async def receive_sns(request: Request, runtime: RuntimeDep) -> Response:
             source = feedback_ingest.Source(
                 message.message_id, message.topic_arn, settings.SNS_TOPIC_ACCOUNTS[message.topic_arn]
             )
-            await feedback_ingest.receive(runtime, source, feedback, payload)
+            await _receive(runtime, source, feedback, payload)
         else:
             log.info("sns unsubscribe confirmed", extra={"topic_arn": message.topic_arn})
     except sns.SnsError as error:
@@ -106,6 +106,18 @@ async def receive_sns(request: Request, runtime: RuntimeDep) -> Response:
             error, message.topic_arn if message else None, message.message_id if message else None
         )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+async def _receive(
+    runtime: Runtime, source: feedback_ingest.Source, feedback: notifications.Feedback, payload: str
+) -> None:
+    # Whatever goes wrong while storing (database away, a bug), SNS must retry: a 503, not a
+    # 500 (and nothing was committed).
+    try:
+        await feedback_ingest.receive(runtime, source, feedback, payload)
+    except Exception as exc:
+        log.exception("feedback not stored", extra={"sns_message_id": source.message_id})
+        raise sns.Unavailable(f"feedback not stored: {type(exc).__name__}") from None
 
 
 async def _confirm(runtime: Runtime, message: sns.SnsMessage) -> None:
@@ -154,7 +166,7 @@ async def receive_raw(
         payload = body.decode()
         feedback = notifications.parse_notification(payload)
         source = feedback_ingest.Source(message_id, topic_arn, settings.SNS_TOPIC_ACCOUNTS[topic_arn])
-        await feedback_ingest.receive(runtime, source, feedback, payload)
+        await _receive(runtime, source, feedback, payload)
     except UnicodeDecodeError:
         return _refused(sns.Malformed("body is not UTF-8"), topic_arn, message_id)
     except sns.SnsError as error:

@@ -118,7 +118,7 @@ def parse_notification(payload: str | dict[str, Any]) -> Feedback:
     if isinstance(payload, str):
         try:
             payload = json.loads(payload)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise Malformed("SES notification is not JSON") from None
     if not isinstance(payload, dict):
         raise Malformed("SES notification is not a JSON object")

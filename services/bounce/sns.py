@@ -126,7 +126,8 @@ def decode_body(body: bytes) -> Any:
     """The JSON document of a request body; Malformed if it is not JSON."""
     try:
         return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    # RecursionError: a body of thousands of nested brackets, within the size limit.
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise Malformed("body is not JSON") from None
 
 

@@ -40,7 +40,7 @@ def read_message(queue: SqsQueue, message: dict[str, Any]) -> tuple[feedback_ing
     an SNS envelope nor an SES notification."""
     try:
         document = json.loads(message["Body"])
-    except (KeyError, json.JSONDecodeError):
+    except (KeyError, json.JSONDecodeError, RecursionError):
         raise Malformed("SQS message body is not JSON") from None
     if isinstance(document, dict) and document.get("Type") == "Notification":
         inner = document.get("Message")

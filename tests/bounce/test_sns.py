@@ -195,12 +195,25 @@ class TestSnsEndpoint:
         )
 
     @pytest.mark.parametrize(
-        "body", [b"{not json", b"[]", b'{"Type": "Notification"}', "ção".encode("latin-1")]
+        "body",
+        [b"{not json", b"[]", b'{"Type": "Notification"}', "ção".encode("latin-1"), b"[" * 15000],
     )
     async def test_a_malformed_body_is_400(self, bounce: Bounce, body: bytes) -> None:
         response = await bounce.http.post("/sns", content=body)
 
         assert response.status_code == 400
+
+    async def test_a_notification_that_cannot_be_stored_is_503_for_sns_to_retry(
+        self, bounce: Bounce, sns_host: SnsHost
+    ) -> None:
+        # PostgreSQL refuses NUL in text: the store fails after verification.
+        document = ses_notification("Bounce", provider_message_id="x", email="nul\u0000@example.com")
+        message = sns_host.sign(sns_fields(document))
+
+        response = await bounce.http.post("/sns", content=json.dumps(message))
+
+        assert response.status_code == 503
+        assert await stored(bounce, message["MessageId"]) == 0
 
     async def test_a_body_over_the_limit_is_413(self, bounce: Bounce) -> None:
         response = await bounce.http.post("/sns", content=b"x" * (17 * 1024))
