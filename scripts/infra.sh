@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure PostgreSQL and RabbitMQ run on 127.0.0.1 with the credentials Mailer uses by default
 # (postgres/postgres, guest/guest): starts them if they are installed but stopped, installs them
-# with apt when they are missing and we may, and otherwise says what to install.
+# with apt when they are missing and we may, and otherwise says what to install. Also Debian's chromium,
+# which the console walk-through drives.
 set -euo pipefail
 
 PG_HOST=127.0.0.1
@@ -51,7 +52,14 @@ ensure_rabbitmq() {
   as_root rabbitmqctl -q await_startup --timeout 120
 }
 
+ensure_browser() {
+  # The console's walk-through drives Debian's chromium through Playwright (no browser download).
+  if command -v chromium >/dev/null; then return; fi
+  apt_install chromium
+}
+
 ensure_postgres
 ensure_postgres_login
 ensure_rabbitmq
-say "PostgreSQL and RabbitMQ are running"
+ensure_browser
+say "PostgreSQL, RabbitMQ and chromium are ready"
