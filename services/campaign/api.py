@@ -103,6 +103,10 @@ def _account_event(account: Account) -> AccountConfigured:
         ),
         use_provider_limits=account.use_provider_limits,
         max_connections=account.max_connections,
+        bounce_control=account.bounce_control,
+        bounce_threshold=account.bounce_threshold,
+        complaint_threshold=account.complaint_threshold,
+        pause_hours=account.pause_hours,
     )
 
 
@@ -111,7 +115,17 @@ def _account_values(
 ) -> dict[str, Any]:
     """The stored columns of an account created from `body`, or of `current` edited by it."""
     values: dict[str, Any] = current.model_dump() if current is not None else {}
-    for column in ("rate_per_second", "active", "use_provider_limits", "max_connections", "daily_quota"):
+    for column in (
+        "rate_per_second",
+        "active",
+        "use_provider_limits",
+        "max_connections",
+        "daily_quota",
+        "bounce_control",
+        "bounce_threshold",
+        "complaint_threshold",
+        "pause_hours",
+    ):
         given = getattr(body, column)
         if given is not None or isinstance(body, AccountIn):
             values[column] = given

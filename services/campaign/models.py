@@ -78,6 +78,12 @@ class AccountIn(BaseModel):
     warmup: WarmupIn | None = None
     use_provider_limits: bool = True
     max_connections: int = Field(default=3, ge=1, le=50)
+    # The reputation brake (bounce's): SES's own CloudWatch rates judge an SES account with
+    # `bounce_control`; thresholds are fractions; a pause lasts `pause_hours`.
+    bounce_control: bool = False
+    bounce_threshold: float = Field(default=0.05, gt=0, le=1)
+    complaint_threshold: float = Field(default=0.001, gt=0, le=1)
+    pause_hours: float = Field(default=24, gt=0, le=24 * 30)
 
     @model_validator(mode="after")
     def _transport_settings_present(self) -> AccountIn:
@@ -99,6 +105,10 @@ class AccountState(BaseModel):
     warmup_growth_per_day: float | None
     use_provider_limits: bool
     max_connections: int
+    bounce_control: bool
+    bounce_threshold: float
+    complaint_threshold: float
+    pause_hours: float
     paused: bool
     pause_reason: str | None
     paused_until: datetime | None
@@ -162,6 +172,10 @@ class AccountChange(BaseModel):
     warmup: WarmupIn | None = None
     use_provider_limits: bool | None = None
     max_connections: int | None = Field(default=None, ge=1, le=50)
+    bounce_control: bool | None = None
+    bounce_threshold: float | None = Field(default=None, gt=0, le=1)
+    complaint_threshold: float | None = Field(default=None, gt=0, le=1)
+    pause_hours: float | None = Field(default=None, gt=0, le=24 * 30)
 
 
 class SenderAddressIn(BaseModel):

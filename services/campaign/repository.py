@@ -34,6 +34,10 @@ ACCOUNT_COLUMNS = (
     "warmup_growth_per_day",
     "use_provider_limits",
     "max_connections",
+    "bounce_control",
+    "bounce_threshold",
+    "complaint_threshold",
+    "pause_hours",
 )
 INSERT_ACCOUNT = f"""
 INSERT INTO accounts (name, transport, {", ".join(ACCOUNT_COLUMNS)})
