@@ -10,7 +10,16 @@ import aioboto3
 import httpx
 import pytest
 
-from shared.files import FileMissing, LocalFileStore, S3Credentials, S3FileStore, file_store
+from shared.files import (
+    FileExists,
+    FileMissing,
+    LocalFileStore,
+    S3Credentials,
+    S3FileStore,
+    check_key,
+    file_store,
+    public_url,
+)
 from tests import aws
 
 REGION = "us-east-1"
@@ -49,6 +58,62 @@ class TestLocalFileStore:
 
         with pytest.raises(ValueError, match="outside the file store"):
             await LocalFileStore(root).read("atalho.txt")
+
+
+class TestLocalFileManagement:
+    async def test_a_written_file_is_read_listed_and_deleted(self, root: Path) -> None:
+        store = LocalFileStore(root)
+
+        await store.write("imagens/logo nova.png", b"\x89PNG")
+
+        assert await store.read("imagens/logo nova.png") == b"\x89PNG"
+        assert await store.exists("imagens/logo nova.png")
+        listed = await store.list()
+        assert [(f.key, f.size) for f in listed] == [
+            ("campanhas/relatório.pdf", len(b"%PDF-1.4 conteudo")),
+            ("imagens/logo nova.png", 4),
+        ]
+        await store.delete("imagens/logo nova.png")
+        assert not await store.exists("imagens/logo nova.png")
+        assert not (root / "imagens").exists(), "an emptied directory goes too"
+
+    async def test_a_file_is_never_overwritten(self, root: Path) -> None:
+        store = LocalFileStore(root)
+
+        with pytest.raises(FileExists):
+            await store.write("campanhas/relatório.pdf", b"outro")
+        assert await store.read("campanhas/relatório.pdf") == b"%PDF-1.4 conteudo"
+        assert not [p for p in (root / "campanhas").iterdir() if p.name.startswith(".")]
+
+    async def test_deleting_a_missing_file_is_file_missing(self, root: Path) -> None:
+        with pytest.raises(FileMissing):
+            await LocalFileStore(root).delete("campanhas/nada.pdf")
+
+    async def test_a_missing_root_lists_nothing(self, tmp_path: Path) -> None:
+        assert await LocalFileStore(tmp_path / "ainda-nao").list() == []
+
+    async def test_the_list_stops_at_its_limit(self, root: Path) -> None:
+        store = LocalFileStore(root)
+        for name in ("a.txt", "b.txt"):
+            await store.write(name, b"x")
+
+        assert [f.key for f in await store.list(limit=2)] == ["a.txt", "b.txt"]
+
+    @pytest.mark.parametrize("key", ["../fora.txt", "a//b.txt", "./a.txt", "/abs.txt", "a\\b.txt", "a\nb"])
+    async def test_unsafe_keys_are_refused_for_writing(self, root: Path, key: str) -> None:
+        with pytest.raises(ValueError, match="outside the file store"):
+            await LocalFileStore(root).write(key, b"x")
+
+
+class TestKeysAndPublicUrls:
+    def test_a_plain_relative_key_passes(self) -> None:
+        assert check_key("imagens/2026/logo.png") == "imagens/2026/logo.png"
+
+    def test_the_public_url_quotes_the_key_under_the_base(self) -> None:
+        assert (
+            public_url("https://t.example.org/files/", "imagens/logo nova é.png")
+            == "https://t.example.org/files/imagens/logo%20nova%20%C3%A9.png"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +161,50 @@ class TestS3FileStore:
         with pytest.raises(Exception) as caught:
             await store.read("logo.png")
         assert not isinstance(caught.value, FileMissing)
+
+
+class TestS3FileManagement:
+    async def test_a_written_object_is_read_listed_and_deleted(self, s3: Any, moto_server: str) -> None:
+        store = S3FileStore(BUCKET, "arquivos", moto_server, REGION, CREDENTIALS)
+        await s3.put_object(Bucket=BUCKET, Key="outro-prefixo/x.txt", Body=b"not ours")
+
+        await store.write("imagens/logo.png", b"\x89PNG", "image/png")
+        await store.write("a.pdf", b"%PDF")
+
+        head = await s3.head_object(Bucket=BUCKET, Key="arquivos/imagens/logo.png")
+        assert head["ContentType"] == "image/png"
+        assert await store.read("imagens/logo.png") == b"\x89PNG"
+        assert [(f.key, f.size) for f in await store.list()] == [("a.pdf", 4), ("imagens/logo.png", 4)]
+        await store.delete("a.pdf")
+        assert not await store.exists("a.pdf")
+        assert [f.key for f in await store.list()] == ["imagens/logo.png"]
+
+    async def test_an_object_is_never_overwritten(self, s3: Any, moto_server: str) -> None:
+        store = S3FileStore(BUCKET, "", moto_server, REGION, CREDENTIALS)
+        await store.write("logo.png", b"first")
+
+        with pytest.raises(FileExists):
+            await store.write("logo.png", b"second")
+        assert await store.read("logo.png") == b"first"
+
+    async def test_deleting_a_missing_object_is_file_missing(self, s3: Any, moto_server: str) -> None:
+        with pytest.raises(FileMissing):
+            await S3FileStore(BUCKET, "", moto_server, REGION, CREDENTIALS).delete("nada.png")
+
+    async def test_the_list_pages_through_many_objects_and_stops_at_its_limit(
+        self, s3: Any, moto_server: str
+    ) -> None:
+        store = S3FileStore(BUCKET, "p", moto_server, REGION, CREDENTIALS)
+        store.page_size = 2
+        for i in range(5):
+            await s3.put_object(Bucket=BUCKET, Key=f"p/{i:04}.txt", Body=b"x")
+
+        assert len(await store.list()) == 5
+        assert [f.key for f in await store.list(limit=3)] == ["0000.txt", "0001.txt", "0002.txt"]
+
+    async def test_unsafe_keys_are_refused(self, s3: Any, moto_server: str) -> None:
+        with pytest.raises(ValueError, match="outside the file store"):
+            await S3FileStore(BUCKET, "p", moto_server, REGION, CREDENTIALS).write("../x", b"x")
 
 
 class TestFileStoreFromUrl:
