@@ -59,6 +59,7 @@ def create_app(
             poll_seconds=settings.REPUTATION_POLL_SECONDS,
             min_sends=settings.REPUTATION_MIN_SENDS,
             history=timedelta(days=settings.REPUTATION_HISTORY_DAYS),
+            window=timedelta(hours=settings.REPUTATION_WINDOW_HOURS),
         ),
         CloudWatchRates(
             SecretBox(settings.SECRET_KEYS), timedelta(hours=settings.REPUTATION_CLOUDWATCH_LOOKBACK_HOURS)

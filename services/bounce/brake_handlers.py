@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from faststream.rabbit import RabbitRouter
 
 from services.bounce import reputation_counts
 from services.bounce.reputation_repository import ReputationRepository
 from shared.contracts import AccountConfigured, AccountResumed, MessageBounced, MessageComplained, topology
-from shared.service import HandlerRuntime
+from shared.service import HandlerRuntime, Runtime
 
 log = logging.getLogger(__name__)
 
 router = RabbitRouter()
+
+
+def _bucket(runtime: Runtime) -> timedelta:
+    return reputation_counts.bucket_of(reputation_counts.window_of(runtime.settings))
 
 
 @router.subscriber(topology.BOUNCE_ACCOUNT_CONFIGURED, topology.EVENTS)
@@ -27,14 +32,14 @@ async def keep_account(event: AccountConfigured, runtime: HandlerRuntime) -> Non
 async def count_bounce(event: MessageBounced, runtime: HandlerRuntime) -> None:
     """Count a hard bounce against its account."""
     async with runtime.transaction() as conn:
-        await reputation_counts.count_bounced(conn, event)
+        await reputation_counts.count_bounced(conn, event, _bucket(runtime))
 
 
 @router.subscriber(topology.BOUNCE_MESSAGE_COMPLAINED, topology.EVENTS)
 async def count_complaint(event: MessageComplained, runtime: HandlerRuntime) -> None:
     """Count a complaint against its account."""
     async with runtime.transaction() as conn:
-        await reputation_counts.count_complained(conn, event)
+        await reputation_counts.count_complained(conn, event, _bucket(runtime))
 
 
 @router.subscriber(topology.BOUNCE_ACCOUNT_RESUMED, topology.EVENTS)

@@ -26,8 +26,6 @@ from shared.service import Runtime
 
 log = logging.getLogger(__name__)
 
-# Bounce's own window over counted events, as SES's rates look at the recent past.
-WINDOW = timedelta(hours=24)
 LOCK_KEY = "bounce.reputation-brake"
 
 
@@ -38,6 +36,8 @@ class BrakeConfig:
     poll_seconds: float
     min_sends: int
     history: timedelta
+    # Bounce's own window over counted events, as SES's rates look at the recent past.
+    window: timedelta = timedelta(hours=24)
 
 
 class BrakeMetrics:
@@ -110,7 +110,7 @@ class BrakeLoop:
             if not await repository.try_lock(LOCK_KEY):
                 self._metrics.clear()
                 return False
-            await repository.prune(now - WINDOW, now - self._config.history)
+            await repository.prune(now - self._config.window, now - self._config.history)
             for account in await repository.active_accounts():
                 try:
                     await self._judge(account, now)
@@ -122,7 +122,9 @@ class BrakeLoop:
         if account.reads_cloudwatch and account.ses is not None:
             return await self._cloudwatch.read(account.ses, now)
         async with self._runtime.pool.acquire() as conn:
-            counts = await ReputationRepository(conn).counts_since(account.account_id, now - WINDOW)
+            counts = await ReputationRepository(conn).counts_since(
+                account.account_id, now - self._config.window
+            )
         return brake.counted_rates(counts, self._config.min_sends)
 
     async def _judge(self, account: Account, now: datetime) -> None:

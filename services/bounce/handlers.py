@@ -17,7 +17,8 @@ async def record_sent(event: MessageSent, runtime: HandlerRuntime) -> None:
     """Remember which campaign, recipient and account a provider message id belongs to."""
     async with runtime.transaction() as conn:
         await bounce_repo.SentMessageRepository(conn).record(event)
-        await reputation_counts.count_sent(conn, event)
+        bucket = reputation_counts.bucket_of(reputation_counts.window_of(runtime.settings))
+        await reputation_counts.count_sent(conn, event, bucket)
 
 
 def _mirror(runtime: Runtime) -> ses_suppression.SuppressionMirror | None:

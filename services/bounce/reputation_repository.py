@@ -4,11 +4,13 @@ pauses and overrides, and the rates history. The caller owns the transaction."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
 from shared.contracts import AccountConfigured, SesConnection
+
+MINUTE = timedelta(minutes=1)
 
 # A configuration older than the one stored (delivered late or again) changes nothing.
 UPSERT_ACCOUNT = """
@@ -28,10 +30,11 @@ WHERE reputation_accounts.configured_at < EXCLUDED.configured_at
 SELECT_ACTIVE_ACCOUNTS = "SELECT * FROM reputation_accounts WHERE active ORDER BY account_id"
 SELECT_ACCOUNT = "SELECT * FROM reputation_accounts WHERE account_id = $1"
 
-# One row per account and minute: an event adds to its minute's row.
+# One row per account and bucket (a minute unless the window is shortened; the column keeps its
+# name): an event adds to its bucket's row. A 60-second date_bin is date_trunc('minute').
 ADD_COUNTS = """
 INSERT INTO reputation_counts (account_id, minute, sent, bounced, complained)
-VALUES ($1, date_trunc('minute', $2::timestamptz), $3, $4, $5)
+VALUES ($1, date_bin($6::interval, $2::timestamptz, timestamptz '2000-01-01 00:00:00+00'), $3, $4, $5)
 ON CONFLICT (account_id, minute) DO UPDATE SET
     sent = reputation_counts.sent + EXCLUDED.sent,
     bounced = reputation_counts.bounced + EXCLUDED.bounced,
@@ -204,10 +207,17 @@ class ReputationRepository:
         return _account(row) if row else None
 
     async def add_counts(
-        self, account_id: int, at: datetime, *, sent: int = 0, bounced: int = 0, complained: int = 0
+        self,
+        account_id: int,
+        at: datetime,
+        *,
+        sent: int = 0,
+        bounced: int = 0,
+        complained: int = 0,
+        bucket: timedelta = MINUTE,
     ) -> None:
-        """Add to the account's counts of the minute of `at`."""
-        await self._conn.execute(ADD_COUNTS, account_id, at, sent, bounced, complained)
+        """Add to the account's counts of the bucket (a minute by default) of `at`."""
+        await self._conn.execute(ADD_COUNTS, account_id, at, sent, bounced, complained, bucket)
 
     async def counts_since(self, account_id: int, since: datetime) -> Counts:
         """The account's counts from `since` on."""

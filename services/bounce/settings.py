@@ -34,6 +34,10 @@ class BounceSettings(ServiceSettings):
     # 2 bounces in the first 20 messages are 10 % and mean nothing yet (SES too judges an
     # account only once it has sent a representative volume).
     REPUTATION_MIN_SENDS: int = Field(default=100, ge=1)
+    # The window of the counted rates (accounts without CloudWatch): SES judges recent sends, and a
+    # day's pause lets a day's bounces leave it. Counts are kept in buckets of 1/1440 of it (a
+    # minute for a day, never under a second); only tests shorten it.
+    REPUTATION_WINDOW_HOURS: float = Field(default=24, gt=0)
     # How far back the latest CloudWatch datapoint of SES's reputation rates is looked for.
     REPUTATION_CLOUDWATCH_LOOKBACK_HOURS: float = Field(default=24, gt=0)
     # Poll rows kept for the console's account usage view ("uso das contas").

@@ -143,6 +143,35 @@ class TestCounts:
         await repository.prune(now - timedelta(hours=24), now - timedelta(days=90))
         assert await repository.counts_since(account_id, now - timedelta(days=2)) == Counts(3, 1, 0)
 
+    async def test_a_minute_bucket_is_the_minute_and_a_shorter_window_counts_finer(
+        self, bounce_conn: asyncpg.Connection
+    ) -> None:
+        account_id = unique_id()
+        repository = ReputationRepository(bounce_conn)
+        start = utc_now().replace(second=0, microsecond=0) - timedelta(minutes=5)
+        await repository.add_counts(account_id, start + timedelta(seconds=59), sent=1)
+        await repository.add_counts(account_id, start + timedelta(seconds=70), sent=1)
+        window = timedelta(seconds=144)  # buckets of 0.1 s: clamped to a second
+        bucket = reputation_counts.bucket_of(window)
+        await repository.add_counts(account_id, start + timedelta(seconds=30.4), sent=1, bucket=bucket)
+        await repository.add_counts(account_id, start + timedelta(seconds=30.9), bounced=1, bucket=bucket)
+
+        buckets = await bounce_conn.fetch(
+            "SELECT minute, sent, bounced FROM reputation_counts WHERE account_id = $1 ORDER BY minute",
+            account_id,
+        )
+
+        assert reputation_counts.bucket_of(timedelta(hours=24)) == timedelta(minutes=1)
+        assert bucket == timedelta(seconds=1)
+        assert [(b["minute"] - start, b["sent"], b["bounced"]) for b in buckets] == [
+            (timedelta(0), 1, 0),
+            (timedelta(seconds=30), 1, 1),
+            (timedelta(minutes=1), 1, 0),
+        ]
+        # A window that began after the bucket of second 30 leaves it out.
+        since = start + timedelta(seconds=31)
+        assert await repository.counts_since(account_id, since) == Counts(1, 0, 0)
+
 
 class TestOverrides:
     async def test_an_override_until_a_date_ends_by_itself(self, bounce_conn: asyncpg.Connection) -> None:
