@@ -149,6 +149,12 @@ INSERT INTO staged_members (campaign_id, position, seq, email, name, fields)
 SELECT $1, $2, member_id, email, name, fields FROM group_members WHERE group_id = $3
 """
 STAGED_COLUMNS = ("campaign_id", "position", "seq", "email", "name", "invalid")
+# An API send's inline recipients (at most 1000, carried by campaign.started), with their fields.
+STAGE_INLINE = """
+INSERT INTO staged_members (campaign_id, position, seq, email, name, fields, invalid)
+SELECT $1, $2, r.seq, r.email, r.name, r.fields::jsonb, r.invalid
+FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[]) AS r(seq, email, name, fields, invalid)
+"""
 # The campaign's audience: valid addresses once each (case-insensitive, first in group order
 # wins), less the suppressed and the globally unsubscribed, numbered 1..n in group order.
 FINISH_RESOLUTION = """
@@ -406,6 +412,13 @@ class ResolutionRepository:
     async def stage_group(self, campaign_id: int, position: int, group_id: int) -> None:
         """Stage every member of a static or CSV group, server-side (no row crosses the wire)."""
         await self._conn.execute(STAGE_GROUP, campaign_id, position, group_id)
+
+    async def stage_inline(
+        self, campaign_id: int, position: int, rows: Sequence[tuple[int, str, str, str, str | None]]
+    ) -> None:
+        """Stage inline recipients: (seq, email, name, fields as JSON text, why invalid or None)."""
+        columns: list[list[object]] = [[row[i] for row in rows] for i in range(5)]
+        await self._conn.execute(STAGE_INLINE, campaign_id, position, *columns)
 
     async def copy_staged(self, rows: Sequence[tuple[int, int, int, str, str, str | None]]) -> None:
         """COPY read members (campaign, position, seq, email, name, why invalid or None)."""

@@ -21,6 +21,7 @@ fails the campaign with a pt-BR reason before anything is queued.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -134,6 +135,13 @@ async def _stage(conn: asyncpg.Connection, event: CampaignStarted, remote: Remot
             await audience_repo.ResolutionRepository(conn).stage_group(
                 event.campaign_id, position, group.group_id
             )
+    if event.recipients:
+        # An API send's inline recipients, after the groups (campaign checked their fields).
+        rows = []
+        for person in event.recipients:
+            email, invalid = verdict(person.email)
+            rows.append((person.recipient_id, email, person.name.strip(), json.dumps(person.fields), invalid))
+        await audience_repo.ResolutionRepository(conn).stage_inline(event.campaign_id, len(groups) + 1, rows)
 
 
 async def resolve(

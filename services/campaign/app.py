@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
 
-from services.campaign import api, handlers
+from services.campaign import api, handlers, public_api, send_handlers
 from services.campaign.audience_client import AudienceClient
 from services.campaign.settings import CampaignSettings
 from shared.service import Runtime, create_service
@@ -28,8 +28,8 @@ def create_app(
         "campaign",
         settings,
         title="Mailer campaign API",
-        routers=[handlers.router],
-        api=[api.router],
+        routers=[handlers.router, send_handlers.router],
+        api=[api.router, public_api.router, public_api.admin_router],
         tracer_provider=tracer_provider,
         on_shutdown=close_audience,
         state={"audience": audience},

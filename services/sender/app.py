@@ -9,7 +9,7 @@ import uuid
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
 
-from services.sender import handlers
+from services.sender import handlers, test_send
 from services.sender.accounts import PaceFactory, SendingAccounts, TransportFactory, transport_factory
 from services.sender.control import Control
 from services.sender.pacing import pace_factory
@@ -58,7 +58,7 @@ def create_app(
         "sender",
         settings,
         title="Mailer sender",
-        routers=[handlers.router],
+        routers=[handlers.router, test_send.router],
         tracer_provider=provider,
         on_broker_started=handlers.start,
         on_shutdown=close_accounts,

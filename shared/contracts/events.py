@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime
 from typing import ClassVar, Literal
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
 
 def utc_now() -> datetime:
@@ -78,6 +78,9 @@ class CampaignStarted(Event):
     priority: int = Field(ge=0, le=9)
     attachments: list[AttachmentRef] = Field(default_factory=list)
     tracking: Literal["full", "anonymous", "off"] = "full"
+    # Recipients given inline by an API send (at most MAX_INLINE_RECIPIENTS), resolved by
+    # audience after the groups like one more group; `recipient_id` is their order.
+    recipients: list[Recipient] = Field(default_factory=list)
 
 
 class CampaignRecipientsResolved(Event):
@@ -388,3 +391,128 @@ class RecipientUnsubscribed(Event):
     campaign_id: int | None = None
     recipient_id: int | None = None
     reason: str = ""
+
+
+# The most recipients one API send may carry inline; more belong in a group.
+MAX_INLINE_RECIPIENTS = 1000
+
+
+class SendRecipient(BaseModel):
+    """A recipient given inline in a send request; `fields` are its personalisation values."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    email: str = Field(min_length=3, max_length=320)
+    name: str = Field(default="", max_length=300)
+    fields: dict[str, str] = Field(default_factory=dict, max_length=50)
+
+
+class SendSpec(BaseModel):
+    """What another system asks to send, over HTTP (`POST /public/v1/sends`) or RabbitMQ
+    (`send.requested`): the same fields, the same rules.
+
+    - Recipients: `recipients` inline (at most 1000) or `group_id` (a group of audience), not both.
+    - Content: `subject` + `html` (+ `text`), or `template` (the key of a stored template);
+      `variables` are values every recipient's message sees (a recipient's own `fields` win).
+    - Sender: `sender` (an address the caller is allowed to use), or `message_type` (and
+      optionally `tenant`) resolved by the routing rules of the calling system.
+    - `scheduled_at`: not before this time (UTC); now when omitted.
+    """
+
+    name: str | None = Field(default=None, max_length=300)
+    recipients: list[SendRecipient] | None = Field(
+        default=None, min_length=1, max_length=MAX_INLINE_RECIPIENTS
+    )
+    group_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    subject: str | None = Field(default=None, min_length=1, max_length=998)
+    html: str | None = Field(default=None, min_length=1, max_length=2_000_000)
+    text: str | None = Field(default=None, max_length=2_000_000)
+    template: str | None = Field(default=None, min_length=1, max_length=100)
+    variables: dict[str, str] = Field(default_factory=dict, max_length=100)
+    sender: EmailStr | None = None
+    message_type: str | None = Field(default=None, min_length=1, max_length=100)
+    tenant: str | None = Field(default=None, min_length=1, max_length=100)
+    priority: int = Field(default=5, ge=0, le=9)
+    scheduled_at: datetime | None = None
+    tracking: Literal["full", "anonymous", "off"] = "full"
+
+    @model_validator(mode="after")
+    def _complete(self) -> SendSpec:
+        if (self.recipients is None) == (self.group_id is None):
+            raise ValueError("give either 'recipients' or 'group_id'")
+        if self.template is not None:
+            if self.html is not None or self.text is not None:
+                raise ValueError("give either 'template' or 'html' (and 'text'), not both")
+        elif self.html is None or self.subject is None:
+            raise ValueError("give 'subject' and 'html', or a 'template'")
+        if self.sender is None and self.message_type is None:
+            raise ValueError("give 'sender' or a 'message_type' to route by")
+        if self.scheduled_at is not None and self.scheduled_at.tzinfo is None:
+            raise ValueError("'scheduled_at' needs a timezone (e.g. 2026-12-01T09:00:00Z)")
+        return self
+
+
+class SendRequested(SendSpec, Event):
+    """Another system asks for a send over RabbitMQ (exchange `mailer.events`, routing key
+    `send.requested`). `system` names the calling system (as on its API keys, whose sender
+    scope and routing rules apply); `idempotency_key` makes a repeat harmless: the same key with
+    the same fields is the same send, with other fields it is rejected. The answer is
+    `send.accepted` or `send.rejected` carrying both."""
+
+    routing_key: ClassVar[str] = "send.requested"
+
+    system: str = Field(min_length=1, max_length=100)
+    idempotency_key: str = Field(min_length=1, max_length=200)
+
+
+class SendAccepted(Event):
+    """A send request became an API campaign (`send_id` is its public id); a repeat of an
+    accepted request is accepted again with the same ids."""
+
+    routing_key: ClassVar[str] = "send.accepted"
+
+    system: str
+    idempotency_key: str
+    send_id: UUID
+    campaign_id: int
+    sender: str
+    scheduled_at: datetime | None = None
+
+
+class SendRejected(Event):
+    """A send request was refused; nothing was created. `code`: invalid (a field, template or
+    recipient), unknown_sender, unknown_route, forbidden_sender, unverified_sender, unknown_group,
+    unknown_template, idempotency_conflict, unknown_system."""
+
+    routing_key: ClassVar[str] = "send.rejected"
+
+    system: str
+    idempotency_key: str
+    code: str
+    reason: str
+
+
+class TestSendRequested(Message):
+    """Command (request/reply to sender's `sender.test-send` queue): send one test message through
+    this account's transport and answer with a `TestSendOutcome`. The connection is the one
+    `AccountConfigured` carries (secrets encrypted)."""
+
+    __test__ = False  # not a pytest class
+
+    account: AccountConfigured
+    sender: SenderIdentity
+    to: EmailStr
+    subject: str = Field(max_length=998)
+    text: str = Field(max_length=100_000)
+
+
+class TestSendOutcome(BaseModel):
+    """The outcome of a test send: `ok`, the provider's message id, and what the server said at
+    each step of the SMTP conversation (or the SES call)."""
+
+    __test__ = False
+
+    ok: bool
+    provider_message_id: str | None = None
+    error: str | None = None
+    transcript: list[str] = Field(default_factory=list)

@@ -94,6 +94,9 @@ CAMPAIGN_ACCOUNT_HELD = _event_queue("campaign", events.AccountHeld)
 CAMPAIGN_UNSUBSCRIBE_REQUESTED = _event_queue("campaign", events.UnsubscribeRequested)
 CAMPAIGN_MESSAGE_BOUNCED = _event_queue("campaign", events.MessageBounced)
 CAMPAIGN_MESSAGE_COMPLAINED = _event_queue("campaign", events.MessageComplained)
+# Send requests of other systems (API sends over RabbitMQ): publish `SendRequested` to `EVENTS`
+# with routing key `send.requested`; the answer is `send.accepted` / `send.rejected` on `EVENTS`.
+CAMPAIGN_SEND_REQUESTED = _event_queue("campaign", events.SendRequested)
 
 BOUNCE_MESSAGE_SENT = _event_queue("bounce", events.MessageSent)
 BOUNCE_MESSAGE_BOUNCED = _event_queue("bounce", events.MessageBounced)
@@ -134,6 +137,7 @@ EVENT_QUEUES = (
     CAMPAIGN_UNSUBSCRIBE_REQUESTED,
     CAMPAIGN_MESSAGE_BOUNCED,
     CAMPAIGN_MESSAGE_COMPLAINED,
+    CAMPAIGN_SEND_REQUESTED,
     BOUNCE_MESSAGE_SENT,
     BOUNCE_MESSAGE_BOUNCED,
     BOUNCE_MESSAGE_COMPLAINED,
@@ -177,3 +181,14 @@ def sender_control_queue(instance: str, pattern: str) -> RabbitQueue:
         exclusive=True,
         auto_delete=True,
     )
+
+
+# Test sends (request/reply): campaign asks, through RabbitMQ's direct reply-to, the sender that
+# owns the transports to send one message and report the SMTP conversation. Not durable and
+# with a short TTL: a test nobody waits for any more must not be sent later.
+TEST_SEND_TIMEOUT_SECONDS = 30
+SENDER_TEST_SEND = RabbitQueue(
+    "sender.test-send",
+    durable=False,
+    arguments={"x-message-ttl": TEST_SEND_TIMEOUT_SECONDS * 1000},
+)

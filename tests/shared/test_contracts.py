@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from datetime import UTC, datetime
+from uuid import uuid4
 
 import pytest
 from pydantic import ValidationError
@@ -101,6 +102,32 @@ EXAMPLES: list[events.Message] = [
     events.AddressSuppressed(email="a@b.c", reason="bounce", diagnostic="550 5.1.1", account_id=2),
     events.AddressUnsuppressed(email="a@b.c"),
     events.RecipientUnsubscribed(email="a@b.c", scope="all", campaign_id=1, recipient_id=1),
+    events.SendRequested(
+        system="polo",
+        idempotency_key="aviso-42",
+        recipients=[events.SendRecipient(email="a@b.c", name="Ana", fields={"curso": "Física"})],
+        subject="Aviso",
+        html="<p>{{ nome }}</p>",
+        message_type="aviso",
+        tenant="xy",
+    ),
+    events.SendAccepted(
+        system="polo",
+        idempotency_key="aviso-42",
+        send_id=uuid4(),
+        campaign_id=1,
+        sender="avisos@polo.example",
+    ),
+    events.SendRejected(system="polo", idempotency_key="aviso-43", code="unknown_route", reason="no rule"),
+    events.TestSendRequested(
+        account=events.AccountConfigured(
+            account_id=2, name="SES", transport="smtp", rate_per_second=1, active=True
+        ),
+        sender=SENDER,
+        to="a@b.c",
+        subject="Teste",
+        text="Teste",
+    ),
 ]
 
 
@@ -225,3 +252,27 @@ class TestSenderControl:
         ]
         prefixes = {pattern.removesuffix(".*") for pattern in topology.SENDER_CONTROL_PATTERNS}
         assert all(event.routing_key.split(".")[0] in prefixes for event in control)
+
+
+class TestSendSpec:
+    def test_recipients_or_group_content_or_template_sender_or_route(self) -> None:
+        base = {"system": "polo", "idempotency_key": "k", "subject": "s", "html": "h", "sender": "a@b.c"}
+        for broken, reason in (
+            (base, "either 'recipients' or 'group_id'"),
+            (base | {"group_id": 1, "recipients": [{"email": "a@b.c"}]}, "either 'recipients' or 'group_id'"),
+            (base | {"group_id": 1, "template": "t"}, "either 'template' or 'html'"),
+            (
+                {k: v for k, v in base.items() if k != "sender"} | {"group_id": 1},
+                "'sender' or a 'message_type'",
+            ),
+            (base | {"group_id": 1, "scheduled_at": "2026-12-01T09:00:00"}, "timezone"),
+            (base | {"recipients": [{"email": f"{i}@b.c"} for i in range(1001)]}, "at most 1000"),
+        ):
+            with pytest.raises(ValidationError, match=reason):
+                events.SendRequested.model_validate(broken)
+        assert events.SendRequested.model_validate(base | {"group_id": 1}).group_id == 1
+
+    def test_a_campaign_started_by_an_older_producer_has_no_inline_recipients(self) -> None:
+        data = EXAMPLES[0].model_dump(mode="json")
+        del data["recipients"]
+        assert events.CampaignStarted.model_validate(data).recipients == []

@@ -1,0 +1,64 @@
+"""Test sends ("Testar envio"): one message from a sender address through its account, with the
+provider's answers shown.
+
+Campaign holds no transport (sending is the sender service's job), so it asks a sender replica
+over RabbitMQ request/reply (`sender.test-send`, direct reply-to) and waits for the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import HTTPException, status
+from pydantic import BaseModel
+
+from services.campaign import repository as campaign_repo
+from services.campaign.api import _account_event
+from shared.contracts import SenderIdentity, TestSendOutcome, TestSendRequested, topology
+from shared.service import Runtime
+
+
+class TestSendOut(TestSendOutcome):
+    """The outcome of a test send, with where it went from and to."""
+
+    __test__ = False
+
+    sender: str
+    account: str
+    to: str
+
+
+class _Unanswered(BaseModel):
+    detail: str
+
+
+async def from_sender(runtime: Runtime, sender_address_id: int, to: str) -> TestSendOut:
+    """Send a test from the sender address; 503 when no sender replica answers in time."""
+    async with runtime.pool.acquire() as conn:
+        sender = await campaign_repo.SenderAddressRepository(conn).get(sender_address_id)
+        account = await campaign_repo.AccountRepository(conn).get(sender.account_id)
+    request = TestSendRequested(
+        account=_account_event(account),
+        sender=SenderIdentity(name=sender.name, email=sender.email, reply_to=sender.reply_to),
+        to=to,
+        subject=f"Teste de envio: {sender.name} <{sender.email}>",
+        text=(
+            f"Mensagem de teste enviada pela conta {account.name!r} ({account.transport}) "
+            f"com o remetente {sender.email}.\n"
+        ),
+    )
+    try:
+        async with asyncio.timeout(topology.TEST_SEND_TIMEOUT_SECONDS + 5):
+            answer = await runtime.broker.request(
+                request.model_dump_json(),
+                queue=topology.SENDER_TEST_SEND,
+                content_type="application/json",
+                timeout=topology.TEST_SEND_TIMEOUT_SECONDS,
+            )
+    except (TimeoutError, OSError) as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail=f"no sender answered the test send: {exc or 'timeout'}",
+        ) from exc
+    outcome = TestSendOutcome.model_validate_json(answer.body)
+    return TestSendOut(**outcome.model_dump(), sender=sender.email, account=account.name, to=to)
