@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
 
-from services.campaign import api, handlers, public_api, send_handlers
+from services.campaign import api, console, handlers, public_api, send_handlers
 from services.campaign.audience_client import AudienceClient
 from services.campaign.settings import CampaignSettings
 from shared.service import Runtime, create_service
@@ -24,7 +24,7 @@ def create_app(
     async def close_audience(_: Runtime) -> None:
         await audience.aclose()
 
-    return create_service(
+    app = create_service(
         "campaign",
         settings,
         title="Mailer campaign API",
@@ -34,3 +34,5 @@ def create_app(
         on_shutdown=close_audience,
         state={"audience": audience},
     )
+    console.install(app, settings)
+    return app
