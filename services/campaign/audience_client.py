@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -43,6 +45,87 @@ class AudienceClient:
             elif status != httpx.codes.OK:
                 raise AudienceUnavailable(f"audience answered {status} for group {group_id}")
         return missing
+
+    async def list_groups(self, page_size: int = 1000) -> list[dict[str, Any]]:
+        """Every group with its member count, in id order (audience pages by id)."""
+        groups: list[dict[str, Any]] = []
+        after = 0
+        while True:
+            response = await self._request(
+                "GET", "/internal/v1/groups", params={"after": after, "limit": page_size}
+            )
+            self._raise_on_server_error(response)
+            page: list[dict[str, Any]] = response.json()
+            groups.extend(page)
+            if len(page) < page_size:
+                return groups
+            after = page[-1]["group_id"]
+
+    async def rename_group(self, group_id: int, name: str) -> tuple[int, Any]:
+        """Rename a group; audience's status (404 unknown, 422 invalid) and answer."""
+        response = await self._request("PATCH", f"/internal/v1/groups/{group_id}", json={"name": name})
+        self._raise_on_server_error(response)
+        return response.status_code, response.json()
+
+    async def delete_group(self, group_id: int) -> bool:
+        """Delete a group; False if audience does not know it."""
+        response = await self._request("DELETE", f"/internal/v1/groups/{group_id}")
+        self._raise_on_server_error(response)
+        return response.status_code == httpx.codes.NO_CONTENT
+
+    async def upload_csv(
+        self, group_id: int, content: AsyncIterable[bytes], filename: str
+    ) -> tuple[int, Any]:
+        """Stream a CSV file into a csv group; audience's status (201 with the counts, 413 too
+        large, 422 unreadable, 409 not a csv group) and answer."""
+        try:
+            response = await self._http.post(
+                f"/internal/v1/groups/{group_id}/csv",
+                params={"filename": filename},
+                content=content,
+                headers={"content-type": "text/csv"},
+                # An import of a million lines takes a while; it is one request.
+                timeout=httpx.Timeout(10.0, read=600.0, write=600.0),
+            )
+        except httpx.HTTPError as exc:
+            raise AudienceUnavailable(str(exc)) from exc
+        self._raise_on_server_error(response)
+        return response.status_code, response.json()
+
+    @asynccontextmanager
+    async def import_errors(self, group_id: int) -> AsyncIterator[httpx.Response | None]:
+        """The rejected lines of the group's last import as a streamed response (None if it has
+        no import); the caller iterates `aiter_bytes()` inside the block."""
+        request = self._http.build_request("GET", f"/internal/v1/groups/{group_id}/import-errors")
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise AudienceUnavailable(str(exc)) from exc
+        try:
+            if response.status_code == httpx.codes.NOT_FOUND:
+                yield None
+            else:
+                self._raise_on_server_error(response)
+                yield response
+        finally:
+            await response.aclose()
+
+    async def preview(self, group_id: int, limit: int = 20) -> tuple[int, Any]:
+        """The group's count, first rows and errors (a remote group's first page(s) are read)."""
+        response = await self._request(
+            "GET",
+            f"/internal/v1/groups/{group_id}/preview",
+            params={"limit": limit},
+            # Reading a remote group's first page may take its own retries.
+            timeout=httpx.Timeout(10.0, read=60.0),
+        )
+        self._raise_on_server_error(response)
+        return response.status_code, response.json()
+
+    @staticmethod
+    def _raise_on_server_error(response: httpx.Response) -> None:
+        if response.status_code >= 500:
+            raise AudienceUnavailable(f"audience answered {response.status_code}")
 
     async def aclose(self) -> None:
         """Close the connections."""

@@ -17,6 +17,14 @@ class CampaignSettings(ServiceSettings):
     SERVICE_NAME: str = "campaign"
     # Audience's internal API, which owns groups.
     AUDIENCE_URL: str = "http://127.0.0.1:8001"
+    # Bounce's admin API (suppression list, reputation, brake override) for the console.
+    BOUNCE_URL: str = "http://127.0.0.1:8003"
+    # The file manager's limits: bytes per uploaded file, and per CSV file of a group.
+    FILE_UPLOAD_MAX_BYTES: int = Field(default=10 * 1024 * 1024, ge=1024)
+    CSV_UPLOAD_MAX_BYTES: int = Field(default=256 * 1024 * 1024, ge=1024)
+    # Where recipients fetch the file manager's files (images in sent mail); unset: the tracking
+    # service's /files, the one service they reach. A CDN or public bucket URL may be set instead.
+    FILES_PUBLIC_BASE_URL: str | None = None
     # Bearer token of other services, devtools and tests on /api/v1 (console users use their session).
     CAMPAIGN_API_TOKEN: str = Field(default=DEV_CAMPAIGN_API_TOKEN, min_length=16)
     # Signs the console's session cookie.
@@ -39,6 +47,11 @@ class CampaignSettings(ServiceSettings):
     def admin_emails(self) -> frozenset[str]:
         """CONSOLE_ADMIN_EMAILS as a set of lower-case addresses."""
         return frozenset(e.strip().lower() for e in self.CONSOLE_ADMIN_EMAILS.split(",") if e.strip())
+
+    @property
+    def files_public_base_url(self) -> str:
+        """The base of the files' public URLs."""
+        return self.FILES_PUBLIC_BASE_URL or f"{self.TRACKING_BASE_URL.rstrip('/')}/files"
 
     @property
     def development_login(self) -> bool:

@@ -52,7 +52,11 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 # Every screen module of the console (each has a `router`), imported by name so a screen being
 # added by someone else cannot break the import of this package.
-SCREENS = ("services.campaign.console.campaigns",)
+SCREENS = (
+    "services.campaign.console.campaigns",
+    "services.campaign.console.users",
+    "services.campaign.console.bounces",
+)
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
