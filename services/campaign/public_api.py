@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field
 from services.campaign import api_keys, sends, ses_identity, test_send
 from services.campaign import api_repository as api_repo
 from services.campaign import repository as campaign_repo
+from services.campaign.console.identity import api_admin
 from services.campaign.models import ResultsPage, Totals
 from shared.contracts import SendSpec
 from shared.crypto import SecretBox
@@ -58,7 +59,8 @@ async def _scheduler(app: FastAPI) -> AsyncIterator[None]:
 
 
 router = APIRouter(prefix="/public/v1", tags=["public"], lifespan=_scheduler)
-admin_router = APIRouter(prefix="/api/v1", tags=["api sends (admin)"])
+# Administrators only: a console session of an admin or the internal service token.
+admin_router = APIRouter(prefix="/api/v1", tags=["api sends (admin)"], dependencies=[Depends(api_admin)])
 
 _bearer = HTTPBearer(auto_error=False, description="An API key as a bearer token")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key")

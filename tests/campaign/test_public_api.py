@@ -91,6 +91,17 @@ class TestApiKeys:
         refused = await api.get(f"{PUBLIC}/sends", headers=_auth(key))
         assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
 
+    async def test_admin_endpoints_need_the_admin(self, api: httpx.AsyncClient) -> None:
+        anonymous = {"Authorization": ""}
+        for method, path in (
+            ("POST", "/api-keys"),
+            ("GET", "/api-keys"),
+            ("GET", "/api-sends"),
+            ("GET", "/templates"),
+        ):
+            response = await api.request(method, path, json={}, headers=anonymous)
+            assert response.status_code == 401, (method, path)
+
     async def test_no_key_or_a_wrong_one_is_401(self, api: httpx.AsyncClient) -> None:
         assert (await api.get(f"{PUBLIC}/sends")).status_code == 401
         assert (await api.get(f"{PUBLIC}/sends", headers={"X-API-Key": "mlr_x_y"})).status_code == 401
