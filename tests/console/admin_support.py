@@ -30,7 +30,7 @@ from shared.files import LocalFileStore
 from tests.console.conftest import ADMIN_EMAIL, API_TOKEN, sign_in
 from tests.support import running
 
-SCREENS = ("users", "bounces")
+SCREENS = ("users", "bounces", "unsubscribes")
 
 __all__ = ["Person", "admin_app", "audience_app", "bounce_app", "db", "people", "service_api", "store_root"]
 
@@ -141,3 +141,36 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
         yield connection
     finally:
         await connection.close()
+
+
+async def seed_campaign(
+    db: asyncpg.Connection,
+    *,
+    account: str | None = None,
+    status: str = "sending",
+    priority: int = 5,
+    name: str = "",
+) -> tuple[int, int, int]:
+    """A campaign of a new account's new sender address, written straight into campaign's tables
+    (the screens read what the results recorded); returns (account_id, sender_address_id, campaign_id)."""
+    tag = uuid.uuid4().hex[:8]
+    account_id = await db.fetchval(
+        "INSERT INTO campaign.accounts (name, transport, smtp_host, daily_quota) VALUES ($1, 'smtp', 'smtp.test', 1000)"
+        " RETURNING account_id",
+        account or f"Conta {tag}",
+    )
+    sender_id = await db.fetchval(
+        "INSERT INTO campaign.sender_addresses (account_id, name, email) VALUES ($1, $2, $3) RETURNING sender_address_id",
+        account_id,
+        f"Remetente {tag}",
+        f"r-{tag}@org.example.com",
+    )
+    campaign_id = await db.fetchval(
+        "INSERT INTO campaign.campaigns (name, sender_address_id, subject, html, status, priority, recipients,"
+        " started_at) VALUES ($1, $2, 'Assunto', '<p>oi</p>', $3, $4, 10, now()) RETURNING campaign_id",
+        name or f"Campanha {tag}",
+        sender_id,
+        status,
+        priority,
+    )
+    return account_id, sender_id, campaign_id

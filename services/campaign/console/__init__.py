@@ -56,6 +56,7 @@ SCREENS = (
     "services.campaign.console.campaigns",
     "services.campaign.console.users",
     "services.campaign.console.bounces",
+    "services.campaign.console.unsubscribes",
 )
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
