@@ -8,7 +8,7 @@ each replica checks before every message, kept current by the per-replica contro
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -29,6 +29,7 @@ class RunningBatch:
 
     campaign_id: int
     account_id: int
+    recipients: frozenset[int] = frozenset()
     reason: Halt | None = None
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -75,11 +76,20 @@ class Control:
         """Stop the account's running batches before their next message."""
         self._halt(lambda batch: batch.account_id == account_id, reason)
 
-    def begin(self, campaign_id: int, account_id: int) -> RunningBatch:
+    def begin(self, campaign_id: int, account_id: int, recipients: Iterable[int] = ()) -> RunningBatch:
         """Register a batch that starts sending."""
-        batch = RunningBatch(campaign_id, account_id)
+        batch = RunningBatch(campaign_id, account_id, frozenset(recipients))
         self._running.add(batch)
         return batch
+
+    def sending_elsewhere(self, batch: RunningBatch, recipient_id: int) -> bool:
+        """Whether another running batch of this process may be sending to the recipient (the
+        same batch delivered twice at once). If none is, a claim of this process on it was left
+        by an attempt that failed half-way (database or broker gone), not by one in flight."""
+        return any(
+            other is not batch and other.campaign_id == batch.campaign_id and recipient_id in other.recipients
+            for other in self._running
+        )
 
     def end(self, batch: RunningBatch) -> None:
         """The batch is no longer sending."""

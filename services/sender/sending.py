@@ -125,7 +125,9 @@ async def _send_batch(
     if (state.paused or sender.control.is_paused(batch.campaign_id)) and await _park(runtime, batch, message):
         return
     compiled = await sender.campaigns.get(state.content)
-    running = sender.control.begin(batch.campaign_id, batch.account_id)
+    running = sender.control.begin(
+        batch.campaign_id, batch.account_id, (r.recipient_id for r in batch.recipients)
+    )
     try:
         work = _BatchWork(runtime, sender, account, batch, compiled, blocked, running)
         work.channel_closed = lambda: bool(message.raw_message.channel.is_closed)
@@ -326,10 +328,15 @@ class _BatchWork:
         claim = await self._ledger.claim(recipient)
         if claim.won:
             return True
-        if claim.status != "sending" or claim.claimed_by == instance:
-            # Done before, or in flight in this very process (a batch delivered twice).
+        if claim.status != "sending":
             return False
-        # A claim of a process that is gone: its send may or may not have happened.
+        if claim.claimed_by == instance and self._sender.control.sending_elsewhere(
+            self._running, recipient.recipient_id
+        ):
+            # In flight in this very process (a batch delivered twice at once).
+            return False
+        # Otherwise a claim of a process that is gone, or of an attempt of this one that failed
+        # half-way (database or broker away): its send may or may not have happened.
         if self._sender.resend_indeterminate:
             async with self._runtime.transaction() as conn:
                 return await sender_repo.DeliveryRepository(conn).take_over(

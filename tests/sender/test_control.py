@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from services.sender.app import create_app
+from services.sender.control import Control
 from services.sender.settings import SenderSettings
 from shared.contracts import (
     AccountPaused,
@@ -340,3 +341,20 @@ class TestFailover:
         assert set(shared_transports.sent_to(config.account_id).values()) == {1}
         # Both replicas sent a part: the first until it went, the second after.
         assert sum(1 for t in shared_transports.of(config.account_id) if t.sent) == 2
+
+
+class TestSendingElsewhere:
+    """A claim of this very process is in flight only if another running batch holds the recipient;
+    otherwise an attempt that failed half-way left it, and it must not wait forever."""
+
+    def test_only_another_running_batch_of_the_campaign_with_the_recipient_counts(self) -> None:
+        control = Control()
+        retried = control.begin(1, 7, [10, 11])
+        assert not control.sending_elsewhere(retried, 10)
+        twin = control.begin(1, 7, [10, 11])
+        other_campaign = control.begin(2, 7, [12])
+        assert control.sending_elsewhere(retried, 10)
+        assert not control.sending_elsewhere(retried, 12)
+        control.end(twin)
+        control.end(other_campaign)
+        assert not control.sending_elsewhere(retried, 10)
