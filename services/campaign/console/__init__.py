@@ -57,6 +57,7 @@ SCREENS = (
     "services.campaign.console.users",
     "services.campaign.console.bounces",
     "services.campaign.console.unsubscribes",
+    "services.campaign.console.accounts",
 )
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
