@@ -24,6 +24,7 @@ from faststream.exceptions import NackMessage
 from faststream.rabbit.message import RabbitMessage
 from opentelemetry.trace import SpanKind, Tracer
 
+from services.sender import metrics as sender_metrics
 from services.sender import repository as sender_repo
 from services.sender.accounts import SendingAccount, SendingAccounts
 from services.sender.control import Control, Halt, RunningBatch
@@ -376,6 +377,7 @@ class _BatchWork:
         reason: str | None = None,
     ) -> None:
         batch = self._batch
+        sender_metrics.count_outcome(self._runtime, batch.account_id, status)
         common: dict[str, Any] = {
             "campaign_id": batch.campaign_id,
             "account_id": batch.account_id,
