@@ -58,6 +58,7 @@ SCREENS = (
     "services.campaign.console.bounces",
     "services.campaign.console.unsubscribes",
     "services.campaign.console.accounts",
+    "services.campaign.console.groups",
 )
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
