@@ -61,9 +61,13 @@ def configure_logging(service: str, level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    access = logging.getLogger("uvicorn.access")
+    # uvicorn's `--no-access-log` leaves its access logger with no handler and not propagating;
+    # uvicorn logs a request only if that logger has a handler, so propagating would undo it.
+    access_log_off = not access.handlers and not access.propagate
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
-    access = logging.getLogger("uvicorn.access")
+    access.propagate = not access_log_off
     access.filters[:] = [_NoProbeAccessLogs()]
