@@ -1,9 +1,10 @@
 """Tracking's public endpoints. A forged or altered token gets a plain 404 and records nothing.
 
-The pixel and the redirect are plain Starlette routes (FastAPI's request handling costs them
-more than half their throughput) and write no database row: their event goes to the in-process
-`EventBuffer`, published to RabbitMQ in confirmed batches. An unsubscribe is the exception: it is
-kept in the database before the answer (see `unsubscribe`).
+The pixel and the redirect are the hot paths: plain Starlette routes answered by `HotPaths` ahead
+of FastAPI's own layers, with no per-request logging, tracing or metric, and no database write:
+their event, serialised once (`engagement`), goes to the in-process `EventBuffer`, published to
+RabbitMQ in confirmed batches. An unsubscribe is the exception: it is kept in the database before
+the answer (see `unsubscribe`).
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ from datetime import datetime
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.tracking import pages
+from services.tracking import engagement, pages
 from services.tracking import repository as tracking_repo
 from services.tracking.event_buffer import EventBuffer
 from services.tracking.forms import FormTooLarge, read_form
 from services.tracking.machines import ClickBursts, is_machine_request
 from services.tracking.unsubscribe import Unsubscribe, chosen_scope, clean_reason, is_one_click
-from shared.contracts import LinkClicked, MessageOpened, utc_now
+from shared.contracts import utc_now
 from shared.links import ANONYMOUS, OPEN, UNSUBSCRIBE, LinkSigner
 from shared.outbox import add_event
 from shared.service import Runtime
@@ -38,63 +41,71 @@ _REDIRECT_HEADERS = {**_NO_CACHE, "Referrer-Policy": "no-referrer"}
 
 @dataclass(frozen=True)
 class Tracker:
-    """What the endpoints work with, built once by `create_app`."""
+    """What the endpoints work with, built once by `create_app`; serves the pixel and the redirect."""
 
     signer: LinkSigner
     events: EventBuffer
     bursts: ClickBursts
 
+    async def open_pixel(self, request: Request) -> Response:
+        """The open pixel: records the open, answers a 1x1 GIF that is never cached."""
+        delivery = self.signer.verify_delivery(OPEN, request.path_params["token"])
+        if delivery is None:
+            return _not_found()
+        machine = is_machine_request(request.method, request.headers.get("user-agent"))
+        await self.events.put(engagement.opened(*delivery, machine))
+        return Response(PIXEL, media_type="image/gif", headers=_NO_CACHE)
 
-def _context(request: Request) -> tuple[Runtime, Tracker]:
-    runtime: Runtime = request.app.state.runtime
-    tracker: Tracker = runtime.state["tracker"]
-    return runtime, tracker
+    async def click(self, request: Request) -> Response:
+        """A tracked link: records the click, redirects (302) to the destination the token signed."""
+        found = self.signer.verify_click(request.path_params["token"])
+        if found is None:
+            return _not_found()
+        campaign_id, recipient_id, url = found
+        agent = request.headers.get("user-agent")
+        client = f"{request.client.host if request.client else ''}|{agent}"
+        # Always fed, so a burst is seen even when its first click was flagged for other reasons.
+        burst = self.bursts.is_burst(campaign_id, recipient_id, client, url, time.monotonic())
+        machine = burst or is_machine_request(request.method, agent)
+        await self.events.put(engagement.clicked(campaign_id, recipient_id, url, machine))
+        return RedirectResponse(url, status_code=302, headers=_REDIRECT_HEADERS)
+
+
+class HotPaths:
+    """ASGI app answering the pixel and the redirect with plain Starlette routes bound to the
+    tracker, ahead of the service's middleware stack (see `create_app`); anything else goes on
+    to `app`. An error in them is answered 500 by uvicorn, as the stack would."""
+
+    def __init__(self, app: ASGIApp, tracker: Tracker) -> None:
+        self._app = app
+        self._router = Router(
+            routes=[
+                Route("/o/{token}.gif", tracker.open_pixel, methods=["GET"]),
+                Route("/c/{token}", tracker.click, methods=["GET"]),
+            ],
+            redirect_slashes=False,
+            default=app,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Only requests: a router answers the lifespan itself, which must reach the app.
+        await (self._router if scope["type"] == "http" else self._app)(scope, receive, send)
 
 
 def _not_found() -> Response:
     return PlainTextResponse("Not found", status_code=404)
 
 
-async def open_pixel(request: Request) -> Response:
-    """The open pixel: records the open, answers a 1x1 GIF that is never cached."""
-    _, tracker = _context(request)
-    delivery = tracker.signer.verify_delivery(OPEN, request.path_params["token"])
-    if delivery is None:
-        return _not_found()
-    machine = is_machine_request(request.method, request.headers.get("user-agent"))
-    campaign_id, recipient_id = delivery
-    await tracker.events.put(
-        MessageOpened(
-            campaign_id=campaign_id, recipient_id=recipient_id, opened_at=utc_now(), machine=machine
-        )
-    )
-    return Response(PIXEL, media_type="image/gif", headers=_NO_CACHE)
-
-
-async def click(request: Request) -> Response:
-    """A tracked link: records the click, redirects (302) to the destination the token signed."""
-    _, tracker = _context(request)
-    found = tracker.signer.verify_click(request.path_params["token"])
-    if found is None:
-        return _not_found()
-    campaign_id, recipient_id, url = found
-    agent = request.headers.get("user-agent")
-    client = f"{request.client.host if request.client else ''}|{agent}"
-    # Always fed, so a burst is seen even when its first click was flagged for other reasons.
-    burst = tracker.bursts.is_burst(campaign_id, recipient_id, client, url, time.monotonic())
-    machine = burst or is_machine_request(request.method, agent)
-    await tracker.events.put(
-        LinkClicked(
-            campaign_id=campaign_id, recipient_id=recipient_id, url=url, clicked_at=utc_now(), machine=machine
-        )
-    )
-    return RedirectResponse(url, status_code=302, headers=_REDIRECT_HEADERS)
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
 
 
 async def unsubscribe(request: Request) -> Response:
     """GET: the unsubscribe page. POST: the page's form, or an RFC 8058 one-click unsubscribe
     (`List-Unsubscribe=One-Click`: every future campaign, 200, no page)."""
-    runtime, tracker = _context(request)
+    runtime = _runtime(request)
+    tracker: Tracker = runtime.state["tracker"]
     delivery = tracker.signer.verify_delivery(UNSUBSCRIBE, request.path_params["token"])
     # Unsubscribe links always name the recipient; an anonymous one is none we signed.
     if delivery is None or delivery[1] == ANONYMOUS:
@@ -129,6 +140,4 @@ async def _keep(runtime: Runtime, request: Unsubscribe) -> datetime:
 
 
 router = APIRouter()
-router.add_route("/o/{token}.gif", open_pixel, methods=["GET"], include_in_schema=False)
-router.add_route("/c/{token}", click, methods=["GET"], include_in_schema=False)
 router.add_route("/u/{token}", unsubscribe, methods=["GET", "POST"], include_in_schema=False)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from functools import partial
+import asyncio
+import logging
 
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
@@ -10,20 +11,37 @@ from opentelemetry.sdk.trace import TracerProvider
 from services.tracking import api
 from services.tracking.event_buffer import EventBuffer
 from services.tracking.machines import ClickBursts
+from services.tracking.publisher import ConfirmedPublisher
 from services.tracking.settings import TrackingSettings
-from shared.broker import publish_event
 from shared.links import LinkSigner
 from shared.service import Runtime, create_service
 
+log = logging.getLogger(__name__)
 
-def _events(runtime: Runtime) -> EventBuffer:
+# While the broker is away at start, try to connect the publisher again this often.
+_CONNECT_RETRY_SECONDS = 1.0
+
+
+def _tracker(runtime: Runtime) -> api.Tracker:
     tracker: api.Tracker = runtime.state["tracker"]
-    return tracker.events
+    return tracker
+
+
+def _publisher(runtime: Runtime) -> ConfirmedPublisher:
+    publisher: ConfirmedPublisher = runtime.state["publisher"]
+    return publisher
 
 
 async def _publish_events(runtime: Runtime) -> None:
-    await runtime.broker_started.wait()
-    await _events(runtime).run(partial(publish_event, runtime.broker))
+    await runtime.broker_started.wait()  # the events exchange is declared by then
+    while True:
+        try:
+            await _publisher(runtime).connect()
+            break
+        except Exception:
+            log.warning("event publisher cannot connect; retrying", exc_info=True)
+            await asyncio.sleep(_CONNECT_RETRY_SECONDS)
+    await _tracker(runtime).events.run(_publisher(runtime))
 
 
 def create_app(
@@ -34,12 +52,12 @@ def create_app(
 
     async def flush_events(runtime: Runtime) -> None:
         # Runs after the publishing loop was cancelled and before the broker stops.
+        events = _tracker(runtime).events
         if runtime.broker_started.is_set():
-            await _events(runtime).drain(
-                partial(publish_event, runtime.broker), settings.TRACKING_SHUTDOWN_FLUSH_SECONDS
-            )
+            await events.drain(_publisher(runtime), settings.TRACKING_SHUTDOWN_FLUSH_SECONDS)
         else:
-            _events(runtime).abandon()
+            events.abandon()
+        await _publisher(runtime).close()
 
     app = create_service(
         "tracking",
@@ -52,7 +70,7 @@ def create_app(
     )
     # The buffer's metrics go to the registry the service frame made (served at /metrics).
     runtime: Runtime = app.state.runtime
-    runtime.state["tracker"] = api.Tracker(
+    tracker = api.Tracker(
         signer=LinkSigner(settings.TRACKING_SIGNING_KEYS),
         events=EventBuffer(
             capacity=settings.TRACKING_BUFFER_SIZE,
@@ -62,4 +80,11 @@ def create_app(
         ),
         bursts=ClickBursts(),
     )
+    runtime.state["tracker"] = tracker
+    runtime.state["publisher"] = ConfirmedPublisher(settings.RABBITMQ_URL)
+    # The hot paths go ahead of the whole middleware stack FastAPI builds (on first request):
+    # its layers (error pages, body limit, telemetry, tracing, exception handlers, routing)
+    # cost more per request than the pixel's own work (profiled).
+    build_middleware_stack = app.build_middleware_stack
+    app.build_middleware_stack = lambda: api.HotPaths(build_middleware_stack(), tracker)  # type: ignore[method-assign]
     return app

@@ -1,10 +1,10 @@
 """Opens and clicks on their way to RabbitMQ: an in-process buffer published in confirmed batches.
 
 The pixel and the redirect must answer in a few milliseconds and write no database row, so a
-request only appends its event here. A background loop takes up to `batch_size` events at a time
-and publishes them together: the publishes are pipelined and their confirms arrive together
-(~4x the rate of one confirm at a time). Under load the batches grow by themselves; when idle an
-event leaves at once.
+request only appends its (already serialised) event here. A background loop takes up to
+`batch_size` events at a time and hands them to the publisher together: one write to the broker
+for the whole batch, whose confirms are then awaited together (see `publisher`). Under load the
+batches grow by themselves; when idle an event leaves at once.
 
 Memory is bounded: a full buffer makes the request wait up to `put_wait` seconds for room
 (back-pressure). If there is still none (the broker has been away for a while), the event is
@@ -13,7 +13,8 @@ holding the reader's redirect or image. An event the broker cannot route (no que
 routing key) is dropped the same way rather than retried forever ahead of the others.
 
 An event leaves the buffer only once confirmed, so one in flight when the service stops is
-published again by the final `drain`: delivery is at least once, consumers deduplicate.
+published again by the final `drain`, with the same event id: delivery is at least once,
+consumers deduplicate.
 """
 
 from __future__ import annotations
@@ -23,19 +24,25 @@ import contextlib
 import itertools
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
+from typing import Protocol
 
 from aio_pika.exceptions import PublishError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from shared.contracts.events import Event
+from services.tracking.engagement import Outgoing
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[Event], Awaitable[None]]
-
 # After a batch failed (broker away), wait this long before trying again.
 RETRY_DELAY_SECONDS = 1.0
+
+
+class BatchPublisher(Protocol):
+    """Publishes events together: per event, None once confirmed, else why not (a `PublishError`
+    when the broker returned it as unroutable)."""
+
+    async def publish(self, batch: Sequence[Outgoing]) -> Sequence[BaseException | None]: ...
 
 
 class EventBuffer:
@@ -47,7 +54,7 @@ class EventBuffer:
         self._capacity = capacity
         self._batch_size = batch_size
         self._put_wait = put_wait
-        self._events: deque[Event] = deque()
+        self._events: deque[Outgoing] = deque()
         self._pending = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -57,7 +64,7 @@ class EventBuffer:
         self._batch_sizes = Histogram(
             "tracking_publish_batch_size",
             "Events per confirmed batch",
-            buckets=(1, 5, 20, 50, 100, 200, 500, 1000),
+            buckets=(1, 5, 20, 50, 100, 200, 500, 1000, 2000),
             registry=registry,
         )
         Gauge("tracking_buffered_events", "Events waiting to be published", registry=registry).set_function(
@@ -67,7 +74,7 @@ class EventBuffer:
     def __len__(self) -> int:
         return len(self._events)
 
-    async def put(self, event: Event) -> bool:
+    async def put(self, event: Outgoing) -> bool:
         """Queue an event, waiting briefly while the buffer is full; False if it was dropped."""
         if len(self._events) >= self._capacity:
             try:
@@ -82,19 +89,19 @@ class EventBuffer:
         self._pending.set()
         return True
 
-    async def run(self, publish: Publish) -> None:
+    async def run(self, publisher: BatchPublisher) -> None:
         """Publish batches as events arrive, until cancelled."""
         while True:
             await self._pending.wait()
-            if not await self._publish_batch(publish):
+            if not await self._publish_batch(publisher):
                 await asyncio.sleep(RETRY_DELAY_SECONDS)
 
-    async def drain(self, publish: Publish, within: float) -> None:
+    async def drain(self, publisher: BatchPublisher, within: float) -> None:
         """Publish what is left (at shutdown), for at most `within` seconds."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(within):
                 while self._events:
-                    if not await self._publish_batch(publish):
+                    if not await self._publish_batch(publisher):
                         await asyncio.sleep(RETRY_DELAY_SECONDS)
         self.abandon()
 
@@ -104,10 +111,14 @@ class EventBuffer:
             self._drop(list(self._events), "shutdown")
             self._events.clear()
 
-    async def _publish_batch(self, publish: Publish) -> bool:
+    async def _publish_batch(self, publisher: BatchPublisher) -> bool:
         """Publish the oldest events together; False if some must be tried again."""
         batch = list(itertools.islice(self._events, self._batch_size))
-        outcomes = await asyncio.gather(*(publish(event) for event in batch), return_exceptions=True)
+        outcomes: Sequence[BaseException | None]
+        try:
+            outcomes = await publisher.publish(batch)
+        except Exception as exc:  # the channel is closed, the connection away: all of it again
+            outcomes = [exc] * len(batch)
         for _ in batch:
             self._events.popleft()
         unroutable = [
@@ -116,7 +127,7 @@ class EventBuffer:
         failed = [
             (e, outcome)
             for e, outcome in zip(batch, outcomes, strict=True)
-            if isinstance(outcome, BaseException) and not isinstance(outcome, PublishError)
+            if outcome is not None and not isinstance(outcome, PublishError)
         ]
         # Failed events go back to the front, in order, ahead of what arrived meanwhile.
         self._events.extendleft(reversed([event for event, _ in failed]))
@@ -132,7 +143,7 @@ class EventBuffer:
             )
         return not failed
 
-    def _drop(self, events: list[Event], reason: str) -> None:
+    def _drop(self, events: list[Outgoing], reason: str) -> None:
         if events:
             self._dropped.labels(reason).inc(len(events))
             log.error(

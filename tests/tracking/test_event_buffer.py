@@ -4,21 +4,22 @@ transient failure, a flush at shutdown."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from services.tracking.event_buffer import EventBuffer
-from shared.contracts import MessageOpened, utc_now
-from shared.contracts.events import Event
+from services.tracking import engagement
+from services.tracking.engagement import Outgoing
+from services.tracking.event_buffer import BatchPublisher, EventBuffer
+from shared.contracts import MessageOpened
 from tests.support import eventually, unique_id
 from tests.tracking.conftest import Published, Tracking, links, path
 
 
-def _open(recipient_id: int = 1) -> MessageOpened:
-    return MessageOpened(campaign_id=1, recipient_id=recipient_id, opened_at=utc_now())
+def _open(recipient_id: int = 1) -> Outgoing:
+    return engagement.opened(1, recipient_id, machine=False)
 
 
 def _buffer(
@@ -31,19 +32,20 @@ def _buffer(
 
 
 class Broker:
-    """A stand-in publish: records batches; can be held, or fail."""
+    """A stand-in publisher: records what it published; can be held, or fail."""
 
     def __init__(self) -> None:
-        self.published: list[Event] = []
+        self.published: list[Outgoing] = []
         self.open = asyncio.Event()
         self.open.set()
         self.failing = False
 
-    async def publish(self, event: Event) -> None:
+    async def publish(self, batch: Sequence[Outgoing]) -> list[BaseException | None]:
         await self.open.wait()
         if self.failing:
             raise ConnectionError("broker away")
-        self.published.append(event)
+        self.published.extend(batch)
+        return [None] * len(batch)
 
     async def has_published(self, count: int) -> None:
         """Wait until `count` events were published."""
@@ -54,8 +56,8 @@ class Broker:
         await eventually(enough)
 
 
-async def _running(buffer: EventBuffer, publish: Callable[[Event], Awaitable[None]]) -> asyncio.Task[None]:
-    task = asyncio.create_task(buffer.run(publish))
+async def _running(buffer: EventBuffer, publisher: BatchPublisher) -> asyncio.Task[None]:
+    task = asyncio.create_task(buffer.run(publisher))
     await asyncio.sleep(0)
     return task
 
@@ -74,7 +76,7 @@ class TestBatches:
         for event in events:
             assert await buffer.put(event)
 
-        task = await _running(buffer, broker.publish)
+        task = await _running(buffer, broker)
         await broker.has_published(25)
         await _stop(task)
 
@@ -87,7 +89,7 @@ class TestBatches:
         buffer, _ = _buffer()
         broker = Broker()
         broker.failing = True
-        task = await _running(buffer, broker.publish)
+        task = await _running(buffer, broker)
         first, second = _open(1), _open(2)
         await buffer.put(first)
         await asyncio.sleep(0.1)
@@ -106,7 +108,7 @@ class TestBackPressure:
         buffer, _ = _buffer(capacity=2, batch_size=1, put_wait=5.0)
         broker = Broker()
         broker.open.clear()
-        task = await _running(buffer, broker.publish)
+        task = await _running(buffer, broker)
         await buffer.put(_open(1))
         await buffer.put(_open(2))
 
@@ -136,7 +138,7 @@ class TestShutdown:
         buffer, _ = _buffer(batch_size=2)
         broker = Broker()
         broker.open.clear()
-        task = await _running(buffer, broker.publish)
+        task = await _running(buffer, broker)
         events = [_open(n) for n in range(3)]
         for event in events:
             await buffer.put(event)
@@ -144,7 +146,7 @@ class TestShutdown:
         await _stop(task)  # cancelled while its first batch awaited the confirms
         broker.open.set()
 
-        await buffer.drain(broker.publish, within=5)
+        await buffer.drain(broker, within=5)
 
         assert broker.published == events
         assert len(buffer) == 0
@@ -155,19 +157,13 @@ class TestShutdown:
         broker.failing = True
         await buffer.put(_open())
 
-        await buffer.drain(broker.publish, within=0.2)
+        await buffer.drain(broker, within=0.2)
 
         assert len(buffer) == 0
         assert registry.get_sample_value("tracking_events_dropped_total", {"reason": "shutdown"}) == 1
 
 
 @pytest.mark.connected
-class _Unbound(Event):
-    """An event no queue of the platform is bound to."""
-
-    routing_key: ClassVar[str] = "test.unbound"
-
-
 class TestRealBroker:
     async def test_a_burst_of_opens_reaches_rabbitmq_in_fewer_confirmed_batches_than_events(
         self, tracking: Tracking, published: Published
@@ -207,7 +203,7 @@ class TestRealBroker:
         )
 
         # No queue is bound to this routing key: the broker returns it.
-        await tracker.events.put(_Unbound())
+        await tracker.events.put(_open()._replace(routing_key="test.unbound"))
 
         async def dropped() -> bool:
             now = (

@@ -1,0 +1,73 @@
+"""Opens and clicks as the messages tracking publishes, serialised once, on the hot path.
+
+The pixel and the redirect serve thousands of requests a second, and a pydantic event built and
+dumped per request cost more than the rest of the request's own work (profiled). So the body is
+formatted here from a template holding the fields of `MessageOpened` / `LinkClicked`; a test
+checks every body validates into its contract model with every field set, so the two cannot
+drift apart unnoticed.
+
+The event id is fixed here, once: an event whose batch is published again (broker away, shutdown
+cut-off) keeps its id, so consumers deduplicate it. The id is a version-4 UUID drawn from the
+`random` generator (as aiormq draws message ids), not `uuid4()`: an id must be unique, not
+unpredictable, and a system call per request is what `uuid4()` costs.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime
+from typing import NamedTuple
+from uuid import UUID
+
+from shared.contracts import LinkClicked, MessageOpened
+
+
+class Outgoing(NamedTuple):
+    """One event, ready to publish on the events exchange."""
+
+    routing_key: str
+    event_id: str
+    body: bytes
+
+
+_OPENED = (
+    '{"schema_version":1,"event_id":"%(id)s","occurred_at":"%(at)s","campaign_id":%(campaign)d,'
+    '"recipient_id":%(recipient)d,"opened_at":"%(at)s","machine":%(machine)s}'
+)
+_CLICKED = (
+    '{"schema_version":1,"event_id":"%(id)s","occurred_at":"%(at)s","campaign_id":%(campaign)d,'
+    '"recipient_id":%(recipient)d,"url":%(url)s,"clicked_at":"%(at)s","machine":%(machine)s}'
+)
+
+
+def _event_id() -> str:
+    return str(UUID(int=random.getrandbits(128), version=4))
+
+
+def opened(campaign_id: int, recipient_id: int, machine: bool) -> Outgoing:
+    """A `MessageOpened` happening now."""
+    event_id = _event_id()
+    body = _OPENED % {
+        "id": event_id,
+        "at": datetime.now(UTC).isoformat(),
+        "campaign": campaign_id,
+        "recipient": recipient_id,
+        "machine": "true" if machine else "false",
+    }
+    return Outgoing(MessageOpened.routing_key, event_id, body.encode())
+
+
+def clicked(campaign_id: int, recipient_id: int, url: str, machine: bool) -> Outgoing:
+    """A `LinkClicked` happening now."""
+    event_id = _event_id()
+    body = _CLICKED % {
+        "id": event_id,
+        "at": datetime.now(UTC).isoformat(),
+        "campaign": campaign_id,
+        "recipient": recipient_id,
+        # json.dumps escapes quotes and backslashes (and, ASCII-only, anything else).
+        "url": json.dumps(url),
+        "machine": "true" if machine else "false",
+    }
+    return Outgoing(LinkClicked.routing_key, event_id, body.encode())

@@ -1,0 +1,42 @@
+"""The events the hot paths serialise themselves must be exactly what the contracts describe."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from services.tracking import engagement
+from shared.contracts import LinkClicked, MessageOpened, utc_now
+
+
+class TestOpened:
+    def test_the_body_is_a_message_opened_with_every_field_set(self) -> None:
+        before = utc_now()
+
+        outgoing = engagement.opened(7, 42, machine=True)
+
+        event = MessageOpened.model_validate_json(outgoing.body)
+        assert event.model_fields_set == set(MessageOpened.model_fields)
+        assert (event.campaign_id, event.recipient_id, event.machine) == (7, 42, True)
+        assert before - timedelta(seconds=1) <= event.opened_at == event.occurred_at <= utc_now()
+        assert outgoing.routing_key == MessageOpened.routing_key
+        assert outgoing.event_id == str(event.event_id)
+        assert event.event_id.version == 4
+
+    def test_every_open_gets_its_own_event_id(self) -> None:
+        ids = {engagement.opened(1, 1, machine=False).event_id for _ in range(1000)}
+
+        assert len(ids) == 1000
+
+
+class TestClicked:
+    def test_the_body_is_a_link_clicked_with_every_field_set_and_the_url_intact(self) -> None:
+        url = 'https://example.org/a?b="c"&d=\\e&f=ç'
+
+        outgoing = engagement.clicked(7, 0, url, machine=False)
+
+        event = LinkClicked.model_validate_json(outgoing.body)
+        assert event.model_fields_set == set(LinkClicked.model_fields)
+        assert (event.campaign_id, event.recipient_id, event.url, event.machine) == (7, 0, url, False)
+        assert event.clicked_at == event.occurred_at
+        assert outgoing.routing_key == LinkClicked.routing_key
+        assert outgoing.event_id == str(event.event_id)
