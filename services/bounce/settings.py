@@ -64,6 +64,15 @@ class BounceSettings(ServiceSettings):
     SES_SUPPRESSION_MIRROR: bool = False
 
     @model_validator(mode="after")
+    def _refuse_a_pool_the_brake_would_deadlock(self) -> BounceSettings:
+        # The brake's poll holds one connection (its replica lock) while it judges each account on
+        # another: with a single connection it would wait for itself, and every consumer and the
+        # SNS endpoint with it.
+        if self.DATABASE_POOL_SIZE < 2:
+            raise ValueError("DATABASE_POOL_SIZE must be at least 2 for bounce (its brake holds one)")
+        return self
+
+    @model_validator(mode="after")
     def _refuse_a_test_certificate_host_in_production(self) -> BounceSettings:
         # Any other pattern lets whoever serves a certificate there forge feedback.
         if self.ENVIRONMENT == "production" and self.SNS_CERT_HOST_PATTERN != AWS_SNS_HOST_PATTERN:
