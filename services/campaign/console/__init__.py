@@ -59,6 +59,7 @@ SCREENS = (
     "services.campaign.console.unsubscribes",
     "services.campaign.console.accounts",
     "services.campaign.console.groups",
+    "services.campaign.console.files",
 )
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
