@@ -243,11 +243,15 @@ async def create(
     """Create (or find again) the send; raises SendProblem. `accepted_event` also queues
     `send.accepted` (the RabbitMQ channel's answer) in the same transaction."""
     digest = request_digest(spec)
-    if spec.group_id is not None:
-        await _check_group(runtime.state["audience"], spec.group_id)
+    # A repeat is answered with the send it made, whatever changed since (rules, SES status).
     async with runtime.pool.acquire() as conn:
-        sender_id = await _sender(conn, spec, caller)
-    await _check_identity(runtime, sender_id)
+        existing = await api_repo.ApiSendRepository(conn).by_key(caller.system, idempotency_key)
+    if existing is None:
+        if spec.group_id is not None:
+            await _check_group(runtime.state["audience"], spec.group_id)
+        async with runtime.pool.acquire() as conn:
+            sender_id = await _sender(conn, spec, caller)
+        await _check_identity(runtime, sender_id)
     async with runtime.transaction() as conn:
         sends = api_repo.ApiSendRepository(conn)
         await sends.lock_key(caller.system, idempotency_key)
