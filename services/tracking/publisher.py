@@ -16,20 +16,69 @@ a real broker (delivery, confirms, unroutable returns) catch a change there.
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections.abc import Sequence
+from functools import lru_cache
 
 import aio_pika
 import aiormq
 from aiormq.abc import ChannelFrame
-from pamqp import commands
-from pamqp.body import ContentBody
-from pamqp.header import ContentHeader
+from pamqp import commands, frame
 
 from services.tracking.engagement import Outgoing
 from shared.contracts import topology
 
-_JSON = "application/json"
+# AMQP 0-9-1 framing (section 4.2.3) of the content header and body frames, marshalled here
+# rather than through pamqp: its generic encoder was ~80 % of the publisher's CPU (profiled). A
+# test checks these bytes against pamqp's for the same message.
+_HEADER_FRAME, _BODY_FRAME = 2, 3
+_FRAME_END = b"\xce"
+_FRAME = struct.Struct(">BHI")  # frame type, channel, payload size
+# ... then the header payload: class id, weight, body size (the property flags follow).
+_HEADER = struct.Struct(">BHIHHQ")
+_HEADER_FIELDS_SIZE = 2 + 2 + 8 + 2
+_BASIC_CLASS = 60
+# Properties present: content-type (bit 15), delivery-mode (bit 12), message-id (bit 7); their
+# values follow in that order.
+_PROPERTY_FLAGS = struct.pack(">H", 1 << 15 | 1 << 12 | 1 << 7)
 _PERSISTENT = 2
+
+
+def _short_string(value: str) -> bytes:
+    data = value.encode()
+    return bytes((len(data),)) + data
+
+
+_CONTENT_TYPE = _short_string("application/json")
+_DELIVERY_MODE = bytes((_PERSISTENT,))
+
+
+# The Basic.Publish frame of a routing key on a channel: the same bytes for every event.
+@lru_cache(maxsize=64)
+def _publish_frame(channel_number: int, routing_key: str) -> bytes:
+    publish = commands.Basic.Publish(exchange=topology.EVENTS.name, routing_key=routing_key, mandatory=True)
+    return frame.marshal(publish, channel_number)
+
+
+def marshal_message(event: Outgoing, channel_number: int, max_content_size: int) -> bytes:
+    """The frames publishing `event` as a persistent JSON message with its event id as message
+    id: Basic.Publish (mandatory), content header, then body frames of at most `max_content_size`."""
+    body = event.body
+    properties = _CONTENT_TYPE + _DELIVERY_MODE + _short_string(event.event_id)
+    header = _HEADER.pack(
+        _HEADER_FRAME, channel_number, _HEADER_FIELDS_SIZE + len(properties), _BASIC_CLASS, 0, len(body)
+    )
+    chunks = (body[i : i + max_content_size] for i in range(0, len(body), max_content_size))
+    return b"".join(
+        (
+            _publish_frame(channel_number, event.routing_key),
+            header,
+            _PROPERTY_FLAGS,
+            properties,
+            _FRAME_END,
+            *(_FRAME.pack(_BODY_FRAME, channel_number, len(chunk)) + chunk + _FRAME_END for chunk in chunks),
+        )
+    )
 
 
 class ConfirmedPublisher:
@@ -58,27 +107,16 @@ class ConfirmedPublisher:
             raise aiormq.exceptions.ChannelInvalidStateError("the publisher is not connected")
         channel = await self._channel.get_underlay_channel()
         assert isinstance(channel, aiormq.Channel)
-        size = channel.max_content_size
-        frames: list[commands.Basic.Publish | ContentHeader | ContentBody] = []
-        for event in batch:
-            properties = commands.Basic.Properties(
-                content_type=_JSON, delivery_mode=_PERSISTENT, message_id=event.event_id
-            )
-            frames.append(
-                commands.Basic.Publish(
-                    exchange=topology.EVENTS.name, routing_key=event.routing_key, mandatory=True
-                )
-            )
-            frames.append(ContentHeader(properties=properties, body_size=len(event.body)))
-            frames.extend(ContentBody(event.body[i : i + size]) for i in range(0, len(event.body), size))
-        payload = ChannelFrame.marshall(channel_number=channel.number, frames=frames)
+        payload = b"".join(
+            marshal_message(event, channel.number, channel.max_content_size) for event in batch
+        )
         loop = asyncio.get_running_loop()
         confirmations: list[asyncio.Future[object]] = []
         async with channel.lock:
             # Cancelled while the write queue is full, nothing was queued nor counted. Once queued,
             # the confirmations are registered before this task yields, so before the writer
             # sends the batch and long before the broker can confirm it.
-            await channel.write_queue.put(payload)
+            await channel.write_queue.put(ChannelFrame(payload=payload, should_close=False))
             for event in batch:
                 channel.delivery_tag += 1
                 # A plain future: aiormq's own (`create_future`) registers itself in a store at
