@@ -8,7 +8,7 @@ import logging
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
 
-from services.tracking import api
+from services.tracking import api, files
 from services.tracking.event_buffer import EventBuffer
 from services.tracking.machines import ClickBursts
 from services.tracking.publisher import ConfirmedPublisher
@@ -63,7 +63,7 @@ def create_app(
         "tracking",
         settings,
         title="Mailer tracking",
-        api=[api.router],
+        api=[api.router, files.router],
         tracer_provider=tracer_provider,
         background=[_publish_events],
         on_shutdown=flush_events,

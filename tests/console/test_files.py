@@ -15,7 +15,6 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from services.tracking import files as tracking_files
 from services.tracking.app import create_app as create_tracking
 from services.tracking.settings import TrackingSettings
 from shared.files import LocalFileStore, S3Credentials, S3FileStore
@@ -153,7 +152,6 @@ class TestRemoval:
 def tracking(make_settings: Any, store_root: Path) -> Iterator[httpx.AsyncClient]:
     """Tracking's /files over the test's store (no broker needed to serve a file)."""
     app = create_tracking(make_settings(TrackingSettings))
-    app.include_router(tracking_files.router)
     app.state.runtime.state["files"] = LocalFileStore(store_root)
     yield httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
 
