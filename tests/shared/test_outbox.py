@@ -101,3 +101,33 @@ class TestOutbox:
 
         await eventually(lambda: _received(setup["queue"], marker))
         assert await _received(setup["queue"], campaign_id) == []
+
+    async def test_an_event_that_could_not_be_published_stays_and_goes_out_once_the_broker_is_back(
+        self, setup: dict[str, Any], make_settings: Callable[..., Any]
+    ) -> None:
+        campaign_id = random.randint(10**8, 10**9)
+        pool: asyncpg.Pool = setup["pool"]
+        # A broker not connected (yet): RabbitMQ is away while the relay runs.
+        away = make_broker(
+            make_settings(ServiceSettings), tracer_provider=TracerProvider(), registry=CollectorRegistry()
+        )
+        relay = outbox.OutboxRelay(pool, away, lock_key="test.outbox")
+        async with pool.acquire() as conn, conn.transaction():
+            await outbox.add_event(conn, CampaignCancelled(campaign_id=campaign_id))
+        with pytest.raises(Exception):  # noqa: B017 - whatever the client raises, the row must stay
+            await relay.drain()
+        async with pool.acquire() as conn:
+            kept = await conn.fetchval(
+                "SELECT count(*) FROM outbox WHERE convert_from(body, 'UTF8')::jsonb ->> 'campaign_id' = $1",
+                str(campaign_id),
+            )
+        assert kept == 1
+
+        await away.connect()
+        try:
+            while await relay.drain():
+                pass
+        finally:
+            await away.stop()
+        messages = await eventually(lambda: _received(setup["queue"], campaign_id))
+        assert len(messages) == 1
