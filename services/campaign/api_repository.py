@@ -100,7 +100,7 @@ SELECT s.send_id, s.system, s.idempotency_key, s.channel, s.message_type, s.tena
        c.failed, c.skipped, c.read, c.opens, c.failure_reason, a.email AS sender_email,
        a.name AS sender_name
 FROM api_sends s JOIN campaigns c USING (campaign_id) JOIN sender_addresses a USING (sender_address_id)
-WHERE ($1::text IS NULL OR s.system = $1)
+WHERE ($1::text IS NULL OR s.system = $1) AND ($4::int[] IS NULL OR c.sender_address_id = ANY($4))
 ORDER BY s.created_at DESC, s.send_id
 LIMIT $2 OFFSET $3
 """
@@ -352,7 +352,9 @@ class ApiSendRepository:
         """Scheduled sends whose time has come, locked for this transaction."""
         return [ApiSend.model_validate(dict(r)) for r in await self._conn.fetch(SELECT_DUE, limit)]
 
-    async def listing(self, system: str | None, limit: int, offset: int) -> builtins.list[SendListing]:
-        """Sends, newest first (of one system, or all)."""
-        rows = await self._conn.fetch(SELECT_SEND_LISTING, system, limit, offset)
+    async def listing(
+        self, system: str | None, limit: int, offset: int, sender_ids: builtins.list[int] | None = None
+    ) -> builtins.list[SendListing]:
+        """Sends, newest first (of one system, or all; from these senders, or any)."""
+        rows = await self._conn.fetch(SELECT_SEND_LISTING, system, limit, offset, sender_ids)
         return [SendListing.model_validate(dict(r)) for r in rows]

@@ -60,6 +60,7 @@ SCREENS = (
     "services.campaign.console.accounts",
     "services.campaign.console.groups",
     "services.campaign.console.files",
+    "services.campaign.console.api_sends",
 )
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
