@@ -32,10 +32,13 @@ INSERT INTO feedback (message_id, account_id, kind, email, provider_message_id, 
                       recipient_id, bounce_type, subtype, diagnostic, occurred_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 """
-# Served by feedback_transient_bounces.
+# Served by feedback_transient_bounces. Only bounces after the address's last release by an
+# admin count: those before it were judged already and the admin overruled them.
 COUNT_TRANSIENT_BOUNCES = """
 SELECT count(*) FROM feedback
 WHERE email = $1 AND kind = 'bounce' AND bounce_type = 'Transient' AND occurred_at > $2
+  AND occurred_at > coalesce(
+      (SELECT released_at FROM suppression_releases WHERE email = $1), '-infinity'::timestamptz)
 """
 # Served by feedback_unmatched.
 COUNT_UNMATCHED = """
@@ -60,7 +63,16 @@ WHERE ($1::text IS NULL OR strpos(email, $1) > 0)
 ORDER BY suppression_id DESC
 LIMIT $4
 """
-DELETE_SUPPRESSION = "DELETE FROM suppressions WHERE email = $1 RETURNING suppression_id"
+# The release is remembered (see COUNT_TRANSIENT_BOUNCES); nothing is remembered when the address
+# was not on the list.
+DELETE_SUPPRESSION = """
+WITH removed AS (DELETE FROM suppressions WHERE email = $1 RETURNING suppression_id, email),
+released AS (
+    INSERT INTO suppression_releases (email, released_at) SELECT email, now() FROM removed
+    ON CONFLICT (email) DO UPDATE SET released_at = EXCLUDED.released_at
+)
+SELECT suppression_id FROM removed
+"""
 
 
 class SentMessageRepository:
@@ -136,7 +148,7 @@ class FeedbackRepository:
         )
 
     async def transient_bounces_since(self, email: str, since: datetime) -> int:
-        """How many transient bounces this address had after `since`."""
+        """How many transient bounces this address had after `since` and its last release by an admin."""
         count: int = await self._conn.fetchval(COUNT_TRANSIENT_BOUNCES, email, since)
         return count
 

@@ -196,6 +196,28 @@ class TestSoftBounces:
         [bounced] = await published.about(MessageBounced, email)
         assert (bounced.kind, bounced.subtype) == ("transient", "MailboxFull")
 
+    async def test_an_address_an_admin_released_counts_its_soft_bounces_afresh(
+        self, bounce: Bounce, sns_host: SnsHost
+    ) -> None:
+        email = address()
+        soft = {"bounce_type": "Transient", "subtype": "MailboxFull"}
+        for _ in range(3):
+            await post(
+                bounce, sns_host, ses_notification("Bounce", provider_message_id="s", email=email, **soft)
+            )
+        assert [e["reason"] for e in await suppressed(bounce, email)] == ["soft_bounce"]
+        # The mailbox was emptied and an admin takes the address off the list.
+        assert (await bounce.http.delete(f"/api/v1/suppressions/{email}")).status_code == 204
+
+        # The bounces before the release are not held against it again; new ones are.
+        for _ in range(2):
+            await post(
+                bounce, sns_host, ses_notification("Bounce", provider_message_id="t", email=email, **soft)
+            )
+        assert await suppressed(bounce, email) == []
+        await post(bounce, sns_host, ses_notification("Bounce", provider_message_id="u", email=email, **soft))
+        assert [e["reason"] for e in await suppressed(bounce, email)] == ["soft_bounce"]
+
     async def test_an_address_is_suppressed_once_with_its_first_reason(
         self, bounce: Bounce, sns_host: SnsHost, published: Published
     ) -> None:
