@@ -24,11 +24,13 @@ from fastapi import (
     HTTPException,
     Path,
     Query,
+    Request,
     Response,
     Security,
     status,
 )
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
@@ -76,6 +78,47 @@ IdempotencyKey = Annotated[
         " with it returns the same send; another request with it is a 409.",
     ),
 ]
+
+
+def _refs(node: Any) -> set[str]:
+    """The component schema names a piece of an OpenAPI document refers to."""
+    if isinstance(node, dict):
+        found = {node["$ref"].rsplit("/", 1)[1]} if isinstance(node.get("$ref"), str) else set()
+        return found.union(*(_refs(value) for value in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_refs(value) for value in node))
+    return set()
+
+
+def public_document(full: dict[str, Any]) -> dict[str, Any]:
+    """The public part of the service's OpenAPI document: its paths and the schemas they use."""
+    paths = {path: item for path, item in full["paths"].items() if path.startswith(f"{router.prefix}/")}
+    schemas = full.get("components", {}).get("schemas", {})
+    wanted, pending = set(), _refs(paths)
+    while pending:
+        name = pending.pop()
+        if name not in wanted and name in schemas:
+            wanted.add(name)
+            pending |= _refs(schemas[name])
+    components = dict(full.get("components", {}))
+    components["schemas"] = {name: schemas[name] for name in sorted(wanted)}
+    info = {"title": "Mailer public API", "version": "1", "description": __doc__ or ""}
+    return {**full, "info": info, "paths": paths, "components": components}
+
+
+@router.get("/openapi.json", include_in_schema=False)
+async def public_openapi(request: Request) -> JSONResponse:
+    """The public API's own OpenAPI document: only /public/v1, for the systems that call it."""
+    document = getattr(request.app.state, "public_openapi", None)
+    if document is None:
+        document = request.app.state.public_openapi = public_document(request.app.openapi())
+    return JSONResponse(document)
+
+
+@router.get("/docs", include_in_schema=False)
+async def public_docs() -> HTMLResponse:
+    """The public API's reference, browsable."""
+    return get_swagger_ui_html(openapi_url=f"{router.prefix}/openapi.json", title="Mailer public API")
 
 
 class Problem(BaseModel):

@@ -117,6 +117,20 @@ class TestApiKeys:
         assert int(codes[2].headers["retry-after"]) >= 1
 
 
+class TestDocument:
+    async def test_the_public_openapi_document_has_only_the_public_api(self, api: httpx.AsyncClient) -> None:
+        document = (await api.get(f"{PUBLIC}/openapi.json")).json()
+        assert document["info"]["title"] == "Mailer public API"
+        assert (
+            "/public/v1/sends" in document["paths"]
+            and "/public/v1/sends/{send_id}/results" in document["paths"]
+        )
+        assert all(path.startswith("/public/v1/") for path in document["paths"])
+        schemes = document["components"]["securitySchemes"]
+        assert {"HTTPBearer", "APIKeyHeader"} <= set(schemes)
+        assert (await api.get(f"{PUBLIC}/docs")).status_code == 200
+
+
 class TestRateLimiter:
     def test_refills_with_time(self) -> None:
         now = [0.0]
