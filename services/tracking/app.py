@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
@@ -82,9 +83,8 @@ def create_app(
     )
     runtime.state["tracker"] = tracker
     runtime.state["publisher"] = ConfirmedPublisher(settings.RABBITMQ_URL)
-    # The hot paths go ahead of the whole middleware stack FastAPI builds (on first request):
-    # its layers (error pages, body limit, telemetry, tracing, exception handlers, routing)
-    # cost more per request than the pixel's own work (profiled).
-    build_middleware_stack = app.build_middleware_stack
-    app.build_middleware_stack = lambda: api.HotPaths(build_middleware_stack(), tracker)  # type: ignore[method-assign]
+    # The service frame builds a plain FastAPI; the pixel and the redirect go in front of it.
+    app.__class__ = api.TrackingApp
+    assert isinstance(app, api.TrackingApp)  # for the type checker
+    app.hot_paths = api.HotPaths(partial(FastAPI.__call__, app), tracker)
     return app
