@@ -30,7 +30,7 @@ from shared.files import LocalFileStore
 from tests.console.conftest import ADMIN_EMAIL, API_TOKEN, sign_in
 from tests.support import running
 
-SCREENS = ("users", "bounces", "unsubscribes", "accounts", "groups", "files")
+SCREENS = ("users", "bounces", "unsubscribes", "accounts", "groups", "files", "usage")
 
 __all__ = ["Person", "admin_app", "audience_app", "bounce_app", "db", "people", "service_api", "store_root"]
 

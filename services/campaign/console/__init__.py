@@ -60,6 +60,7 @@ SCREENS = (
     "services.campaign.console.accounts",
     "services.campaign.console.groups",
     "services.campaign.console.files",
+    "services.campaign.console.usage",
     "services.campaign.console.api_sends",
 )
 
