@@ -7,7 +7,9 @@ committed). A handler that raises never loses the message:
   is published to the dead-letter exchange with the reason in a header, then acknowledged.
 - anything else (database or broker away, `RetryLater`, a bug): the message is published to a
   retry tier (5 s, 30 s, then 5 min) with its attempt count in a header, then acknowledged; past
-  `MAX_DELIVERY_ATTEMPTS` it is dead-lettered with the last error as the reason.
+  `MAX_DELIVERY_ATTEMPTS` it is dead-lettered with the last error as the reason. An outage of
+  PostgreSQL or RabbitMQ (a connection refused, reset or closed) never dead-letters, however long
+  it lasts: the message keeps coming back every 5 minutes until the dependency returns.
 
 We count attempts ourselves rather than lean on the broker's delivery limits (RabbitMQ 4.3
 changed which nacks count). If that republish itself fails, the message is rejected and the
@@ -21,6 +23,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import aiormq
+import asyncpg
 from faststream import AckPolicy, BaseMiddleware
 from faststream.exceptions import AckMessage, NackMessage, RejectMessage
 from faststream.message import StreamMessage
@@ -40,6 +44,28 @@ from shared.telemetry import traces
 log = logging.getLogger(__name__)
 
 _HANDLER_OUTCOMES = (AckMessage, NackMessage, RejectMessage)
+# A dependency away rather than a message that fails: connection refused, reset or lost, the
+# database shutting down or starting. Not timeouts: a query that always times out is a poison.
+_OUTAGES: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    aiormq.exceptions.AMQPConnectionError,
+    aiormq.exceptions.ChannelInvalidStateError,
+)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether the failure is PostgreSQL or RabbitMQ being away (also when wrapped)."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, _OUTAGES):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _attempt(message: StreamMessage[Any]) -> int:
@@ -84,7 +110,7 @@ def delivery_policy(max_attempts: int) -> type[BaseMiddleware]:
                 "message_id": msg.message_id,
                 "content_type": raw.content_type,
             }
-            if permanent or attempt >= max_attempts:
+            if permanent or (attempt >= max_attempts and not is_outage(exc)):
                 log.error(
                     "message dead-lettered",
                     extra={"queue": queue, "attempt": attempt, "reason": reason},

@@ -9,13 +9,14 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 import aio_pika
+import asyncpg
 import pytest
 from faststream.rabbit import RabbitBroker, RabbitQueue
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
-from shared.broker import declare_topology, make_broker
+from shared.broker import declare_topology, is_outage, make_broker
 from shared.contracts import headers, topology
 from shared.errors import PermanentFailure
 from shared.settings import ServiceSettings
@@ -115,3 +116,38 @@ class TestDeliveryPolicy:
         assert calls[1][1] - calls[0][1] >= topology.RETRY_DELAYS_SECONDS[0] - 0.5
         assert letters[0].headers[headers.FAILURE_REASON_HEADER] == "RuntimeError: database away"
         assert letters[0].headers[headers.ATTEMPT_HEADER] == 2
+
+
+class TestOutage:
+    """An outage of the database or broker is never the message's fault: it is not dead-lettered."""
+
+    @pytest.mark.parametrize(
+        "exc",
+        [
+            ConnectionRefusedError(111, "Connection refused"),
+            ConnectionResetError(),
+            asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
+            asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command"),
+            asyncpg.exceptions.ConnectionDoesNotExistError(
+                "connection was closed in the middle of operation"
+            ),
+        ],
+    )
+    def test_connection_failures_are_outages(self, exc: Exception) -> None:
+        assert is_outage(exc)
+
+    def test_a_wrapped_outage_is_one(self) -> None:
+        try:
+            try:
+                raise ConnectionRefusedError(111, "Connection refused")
+            except OSError as inner:
+                raise RuntimeError("could not load the campaign") from inner
+        except RuntimeError as outer:
+            assert is_outage(outer)
+
+    @pytest.mark.parametrize(
+        "exc",
+        [RuntimeError("bug"), TimeoutError(), FileNotFoundError(), asyncpg.exceptions.UniqueViolationError()],
+    )
+    def test_other_failures_are_not(self, exc: Exception) -> None:
+        assert not is_outage(exc)
