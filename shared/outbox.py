@@ -32,7 +32,12 @@ _EXCHANGES = {exchange.name: exchange for exchange in (topology.EVENTS, topology
 _INSERT = "INSERT INTO outbox (exchange, routing_key, body, headers, message_id) VALUES ($1, $2, $3, $4, $5)"
 
 
-def _row(event: Event, trace: dict[str, str]) -> tuple[str, str, bytes, dict[str, str], str]:
+OutboxRow = tuple[str, str, bytes, dict[str, str], str]
+"""An outbox row's exchange, routing key, body, headers (the trace context) and message id."""
+
+
+def event_row(event: Event, trace: dict[str, str]) -> OutboxRow:
+    """The outbox row of an event, for a caller that writes it in its own statement."""
     return (
         topology.EVENTS.name,
         event.routing_key,
@@ -44,14 +49,14 @@ def _row(event: Event, trace: dict[str, str]) -> tuple[str, str, bytes, dict[str
 
 async def add_event(conn: asyncpg.Connection, event: Event) -> None:
     """Queue an event for publication when the caller's transaction commits."""
-    await conn.execute(_INSERT, *_row(event, current_trace_headers()))
+    await conn.execute(_INSERT, *event_row(event, current_trace_headers()))
 
 
 async def add_events(conn: asyncpg.Connection, events: list[Event]) -> None:
     """Queue several events (in order) in one round trip, under the current trace."""
     if events:
         trace = current_trace_headers()
-        await conn.executemany(_INSERT, [_row(event, trace) for event in events])
+        await conn.executemany(_INSERT, [event_row(event, trace) for event in events])
 
 
 class OutboxRelay:

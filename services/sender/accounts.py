@@ -42,6 +42,10 @@ class Pace(Protocol):
 
     async def acquire(self) -> None: ...
 
+    def try_acquire(self) -> bool: ...
+
+    def held(self) -> bool: ...
+
     def record_sent(self, at: datetime | None = None) -> None: ...
 
     def release(self) -> None: ...
@@ -82,7 +86,8 @@ class SendingAccount:
     halted: Halt | None = None
     consuming: bool = False
     # One batch at a time per account: the prefetched one waits here, so at most
-    # `max_connections` messages are in flight (and in doubt if the process dies).
+    # `max_connections` messages are in flight, and as many claimed beside them (all in doubt if
+    # the process dies).
     sending: asyncio.Lock = field(default_factory=asyncio.Lock)
     _resume_task: asyncio.Task[None] | None = field(default=None, repr=False)
 

@@ -1,71 +1,25 @@
-"""The delivery ledger as a batch's workers write it: claims and outcomes coalesced.
+"""The delivery ledger as the sending batches write it: claims and outcomes, group-committed.
 
-The workers of a batch claim and finish deliveries concurrently. Each request joins the next
-transaction, which waits a couple of milliseconds for the others (group commit): one round trip
-and one commit serve several messages under load, for a delay no sending rate notices.
+Every claim (written before the provider is called) and every outcome (written after, with its
+event for the outbox) of every batch this process runs goes through one `LedgerWriter`. It writes
+what was asked while its previous write ran, all of it in one statement (one round trip and one
+commit, see `DeliveryRepository.record`), so the claims of the next messages and the outcomes of
+the last ones share a commit. A claim is awaited: nothing is sent before its row is committed. An
+outcome is not: the worker goes on to its next message, and the batch waits for all its outcomes
+(`Ledger.settled`) before it is acknowledged. A process that dies first leaves those rows
+`sending`, reported `indeterminate` like any send it was in.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
 
 from services.sender import repository as sender_repo
 from shared import outbox
 from shared.contracts import Event, Recipient, SendBatch
 from shared.service import Runtime
-
-Item = TypeVar("Item")
-Result = TypeVar("Result")
-
-
-# How long a transaction waits for more requests to join it. Sends in flight end about
-# (SMTP round trip / connections) apart: ~0.4 ms with 10 connections to a local server.
-LINGER_SECONDS = 0.002
-
-
-class Coalescer(Generic[Item, Result]):
-    """Runs `flush` on the items submitted within `linger` seconds of each other, or while the
-    previous flush was running."""
-
-    def __init__(
-        self, flush: Callable[[list[Item]], Awaitable[list[Result]]], linger: float = LINGER_SECONDS
-    ) -> None:
-        self._flush = flush
-        self._linger = linger
-        self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
-        self._flushing = False
-        # The running flush; held so that the event loop's weak reference is not the only one.
-        self._task: asyncio.Task[None] | None = None
-
-    async def submit(self, item: Item) -> Result:
-        """The result of `item` once the transaction that carries it is done."""
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, future))
-        if not self._flushing:
-            self._flushing = True
-            self._task = asyncio.create_task(self._drain())
-        return await future
-
-    async def _drain(self) -> None:
-        try:
-            await asyncio.sleep(self._linger)
-            while self._pending:
-                taken, self._pending = self._pending, []
-                try:
-                    results = await self._flush([item for item, _ in taken])
-                except Exception as exc:
-                    for _, future in taken:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for (_, future), result in zip(taken, results, strict=True):
-                    if not future.done():
-                        future.set_result(result)
-        finally:
-            self._flushing = False
+from shared.telemetry import current_trace_headers
 
 
 @dataclass(frozen=True)
@@ -79,38 +33,137 @@ class Outcome:
     event: Event
 
 
-class Ledger:
-    """Claims and outcomes of one batch's deliveries, written by this process (`claimer`)."""
+class LedgerWriter:
+    """Writes the claims and outcomes asked of it, one statement at a time, on one connection."""
 
-    def __init__(self, runtime: Runtime, batch: SendBatch, claimer: str) -> None:
+    def __init__(self, runtime: Runtime, claimer: str) -> None:
         self._runtime = runtime
-        self._batch = batch
         self._claimer = claimer
-        self._claims = Coalescer(self._claim_all)
-        self._outcomes = Coalescer(self._finish_all)
+        self._claims: list[tuple[sender_repo.ClaimRequest, asyncio.Future[sender_repo.Claim]]] = []
+        self._outcomes: list[tuple[sender_repo.OutcomeRow, asyncio.Future[bool]]] = []
+        # The running writes; held so that the event loop's weak reference is not the only one.
+        self._task: asyncio.Task[None] | None = None
 
-    async def claim(self, recipient: Recipient) -> sender_repo.Claim:
-        """Record that this process sends to the recipient now, or say who did before."""
-        return await self._claims.submit(recipient)
+    def claim(self, request: sender_repo.ClaimRequest) -> asyncio.Future[sender_repo.Claim]:
+        """The claim once it is committed: won, or who had the delivery before."""
+        future: asyncio.Future[sender_repo.Claim] = asyncio.get_running_loop().create_future()
+        self._claims.append((request, future))
+        self._start()
+        return future
 
-    async def finish(self, outcome: Outcome) -> bool:
-        """Complete a claimed delivery and queue its event; False if it was no longer in flight
-        (another process judged it indeterminate meanwhile, and reported that)."""
-        return await self._outcomes.submit(outcome)
+    def finish(self, row: sender_repo.OutcomeRow) -> asyncio.Future[bool]:
+        """Whether the outcome completed its claim, once committed (False: the delivery was no
+        longer in flight, another process judged it indeterminate and reported that)."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._outcomes.append((row, future))
+        self._start()
+        return future
 
-    async def _claim_all(self, recipients: list[Recipient]) -> list[sender_repo.Claim]:
+    def _start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._write_all())
+
+    async def _write_all(self) -> None:
+        try:
+            # What the other workers ask in this turn of the event loop joins the first write.
+            await asyncio.sleep(0)
+            async with self._runtime.pool.acquire() as conn:
+                repo = sender_repo.DeliveryRepository(conn)
+                while self._claims or self._outcomes:
+                    claims, self._claims = self._claims, []
+                    outcomes, self._outcomes = self._outcomes, []
+                    try:
+                        await self._write(repo, claims, outcomes)
+                    except Exception as exc:
+                        _fail(claims, outcomes, exc)
+                        # The connection may be broken: the next write takes another.
+                        break
+        except Exception as exc:
+            claims, self._claims = self._claims, []
+            outcomes, self._outcomes = self._outcomes, []
+            _fail(claims, outcomes, exc)
+        finally:
+            self._task = None
+            if self._claims or self._outcomes:
+                self._start()
+
+    async def _write(
+        self,
+        repo: sender_repo.DeliveryRepository,
+        claims: list[tuple[sender_repo.ClaimRequest, asyncio.Future[sender_repo.Claim]]],
+        outcomes: list[tuple[sender_repo.OutcomeRow, asyncio.Future[bool]]],
+    ) -> None:
+        # A delivery claimed twice in one write (a batch delivered twice at once): the first
+        # request claims it, the second finds it in flight in this very process.
+        requests: dict[tuple[int, int], sender_repo.ClaimRequest] = {}
+        for request, _ in claims:
+            requests.setdefault((request.campaign_id, request.recipient_id), request)
+        result = await repo.record(self._claimer, list(requests.values()), [row for row, _ in outcomes])
+        if outcomes:
+            self._runtime.relay.notify()
+        for row, finished in outcomes:
+            if not finished.done():
+                finished.set_result((row.campaign_id, row.recipient_id) in result.finished)
+        for request, claimed in claims:
+            key = (request.campaign_id, request.recipient_id)
+            if requests.pop(key, None) is request:
+                claim = result.claims[key]
+            else:
+                claim = sender_repo.Claim(False, "sending", self._claimer)
+            if not claimed.done():
+                claimed.set_result(claim)
+
+
+def _fail(
+    claims: list[tuple[sender_repo.ClaimRequest, asyncio.Future[sender_repo.Claim]]],
+    outcomes: list[tuple[sender_repo.OutcomeRow, asyncio.Future[bool]]],
+    exc: Exception,
+) -> None:
+    for _, claim in claims:
+        if not claim.done():
+            claim.set_exception(exc)
+    for _, outcome in outcomes:
+        if not outcome.done():
+            outcome.set_exception(exc)
+
+
+class Ledger:
+    """Claims and outcomes of one batch's deliveries, through the process's writer."""
+
+    def __init__(self, writer: LedgerWriter, batch: SendBatch) -> None:
+        self._writer = writer
+        self._batch = batch
+        self._unsettled: list[asyncio.Future[bool]] = []
+        # The outcome events continue the batch's trace.
+        self._trace = current_trace_headers()
+
+    def claim(self, recipient: Recipient) -> asyncio.Future[sender_repo.Claim]:
+        """Record that this process sends to the recipient now, or say who did before (once the
+        claim is committed)."""
         batch = self._batch
-        async with self._runtime.transaction() as conn:
-            claims = await sender_repo.DeliveryRepository(conn).claim_many(
-                batch.campaign_id, batch.account_id, self._claimer, recipients
+        return self._writer.claim(
+            sender_repo.ClaimRequest(
+                batch.campaign_id, batch.account_id, recipient.recipient_id, recipient.email
             )
-        return [claims[r.recipient_id] for r in recipients]
+        )
 
-    async def _finish_all(self, outcomes: list[Outcome]) -> list[bool]:
-        async with self._runtime.transaction() as conn:
-            finished = await sender_repo.DeliveryRepository(conn).finish_many(
-                self._batch.campaign_id,
-                [(o.recipient.recipient_id, o.status, o.provider_message_id, o.reason) for o in outcomes],
-            )
-            await outbox.add_events(conn, [o.event for o in outcomes if o.recipient.recipient_id in finished])
-        return [o.recipient.recipient_id in finished for o in outcomes]
+    def finish(self, outcome: Outcome) -> None:
+        """Complete a claimed delivery and queue its event, without waiting (see `settled`)."""
+        row = sender_repo.OutcomeRow(
+            self._batch.campaign_id,
+            outcome.recipient.recipient_id,
+            outcome.status,
+            outcome.provider_message_id,
+            outcome.reason,
+            outbox.event_row(outcome.event, self._trace),
+        )
+        self._unsettled.append(self._writer.finish(row))
+
+    async def settled(self) -> None:
+        """Wait until every outcome asked so far is written; raise the first failure."""
+        while self._unsettled:
+            unsettled, self._unsettled = self._unsettled, []
+            results = await asyncio.gather(*unsettled, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result

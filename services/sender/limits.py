@@ -205,6 +205,19 @@ class SendingPace:
             self._announced = None
             return
 
+    def try_acquire(self) -> bool:
+        """Take a send slot if one is free now (as `acquire` would without waiting); False, with
+        nothing taken, if the account must wait for it."""
+        if self._obstacle() is not None or not self._bucket.try_reserve():
+            return False
+        self._reservations.append(self._clock() + _RESERVATION_SECONDS)
+        self._announced = None
+        return True
+
+    def held(self) -> bool:
+        """Whether a throttle hold is in force now (sends wait for it in `acquire`)."""
+        return self._clock() < self._hold_until
+
     def record_sent(self, at: datetime | None = None) -> None:
         """A message acquired before was sent: count it, and win back some rate."""
         self._window.add(at or self._wall_clock())

@@ -3,13 +3,16 @@ owns the transaction."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 from uuid import UUID
 
 import asyncpg
 
 from shared.contracts import AccountConfigured, CampaignStarted, Recipient
+from shared.outbox import OutboxRow
 
 # A late, older event never overwrites a newer configuration; a redelivered one is applied again.
 UPSERT_ACCOUNT = """
@@ -75,6 +78,48 @@ SELECT w.recipient_id, c.recipient_id IS NOT NULL AS won, d.status, d.claimed_by
 FROM wanted w
 LEFT JOIN claimed c USING (recipient_id)
 LEFT JOIN deliveries d ON d.campaign_id = $1 AND d.recipient_id = w.recipient_id
+"""
+# Every ledger write of a moment in one statement (so one round trip and one commit): outcomes
+# of sends that ended, with their events for the outbox, and claims of the sends about to start.
+# An outcome completes only a delivery still `sending` (another process may have judged it
+# indeterminate meanwhile) and only a completed one queues its event. The claims read the table
+# as it was before the statement, as in CLAIM_MANY; a delivery is never finished and claimed in
+# the same write (its claim was committed before its send began).
+RECORD = """
+WITH outcome AS (
+    SELECT * FROM unnest($2::int[], $3::int[], $4::text[], $5::text[], $6::text[])
+        AS o(campaign_id, recipient_id, status, provider_message_id, reason)
+), finished AS (
+    UPDATE deliveries d
+    SET status = o.status, provider_message_id = o.provider_message_id, reason = o.reason,
+        finished_at = now()
+    FROM outcome o
+    WHERE d.campaign_id = o.campaign_id AND d.recipient_id = o.recipient_id AND d.status = 'sending'
+    RETURNING d.campaign_id, d.recipient_id
+), announced AS (
+    INSERT INTO outbox (exchange, routing_key, body, headers, message_id)
+    SELECT e.exchange, e.routing_key, e.body, e.headers::jsonb, e.message_id
+    FROM unnest($2::int[], $3::int[], $7::text[], $8::text[], $9::bytea[], $10::text[], $11::text[])
+        WITH ORDINALITY AS e(campaign_id, recipient_id, exchange, routing_key, body, headers, message_id, n)
+    JOIN finished f USING (campaign_id, recipient_id)
+    ORDER BY e.n
+), wanted AS (
+    SELECT * FROM unnest($12::int[], $13::int[], $14::int[], $15::text[])
+        AS w(campaign_id, account_id, recipient_id, email)
+), claimed AS (
+    INSERT INTO deliveries (campaign_id, recipient_id, email, account_id, claimed_by, status)
+    SELECT campaign_id, recipient_id, email, account_id, $1, 'sending' FROM wanted
+    ON CONFLICT (campaign_id, recipient_id) DO NOTHING
+    RETURNING campaign_id, recipient_id
+)
+SELECT true AS finish, campaign_id, recipient_id, true AS won, NULL::text AS status,
+       NULL::text AS claimed_by
+FROM finished
+UNION ALL
+SELECT false, w.campaign_id, w.recipient_id, c.recipient_id IS NOT NULL, d.status, d.claimed_by
+FROM wanted w
+LEFT JOIN claimed c USING (campaign_id, recipient_id)
+LEFT JOIN deliveries d ON d.campaign_id = w.campaign_id AND d.recipient_id = w.recipient_id
 """
 SELECT_SEEN = "SELECT recipient_id FROM deliveries WHERE campaign_id = $1 AND recipient_id = ANY($2::int[])"
 # A claim left by a process that is gone: the resend setting takes it over for this process.
@@ -300,6 +345,41 @@ class DeliveryRepository:
             for r in rows
         }
 
+    async def record(self, claimer: str, claims: list[ClaimRequest], outcomes: list[OutcomeRow]) -> Recorded:
+        """Complete deliveries with their outcomes (queueing their events) and claim others for
+        `claimer`, in one statement; which outcomes completed a claim, and each claim's result."""
+        headers = [json.dumps(o.event[3]) for o in outcomes]
+        rows = await self._conn.fetch(
+            RECORD,
+            claimer,
+            [o.campaign_id for o in outcomes],
+            [o.recipient_id for o in outcomes],
+            [o.status for o in outcomes],
+            [o.provider_message_id for o in outcomes],
+            [o.reason for o in outcomes],
+            [o.event[0] for o in outcomes],
+            [o.event[1] for o in outcomes],
+            [o.event[2] for o in outcomes],
+            headers,
+            [o.event[4] for o in outcomes],
+            [c.campaign_id for c in claims],
+            [c.account_id for c in claims],
+            [c.recipient_id for c in claims],
+            [c.email for c in claims],
+        )
+        recorded = Recorded(set(), {})
+        for r in rows:
+            key = (r["campaign_id"], r["recipient_id"])
+            if r["finish"]:
+                recorded.finished.add(key)
+            else:
+                recorded.claims[key] = (
+                    Claim(True, "sending", claimer)
+                    if r["won"]
+                    else Claim(False, r["status"], r["claimed_by"])
+                )
+        return recorded
+
     async def seen(self, campaign_id: int, recipient_ids: list[int]) -> set[int]:
         """Of these recipients, those that have a delivery row (claimed before)."""
         return {r["recipient_id"] for r in await self._conn.fetch(SELECT_SEEN, campaign_id, recipient_ids)}
@@ -352,3 +432,32 @@ class Claim:
     won: bool
     status: str
     claimed_by: str | None
+
+
+class ClaimRequest(NamedTuple):
+    """A delivery to claim: the account sends to this recipient of the campaign now."""
+
+    campaign_id: int
+    account_id: int
+    recipient_id: int
+    email: str
+
+
+class OutcomeRow(NamedTuple):
+    """A delivery's outcome and the outbox row of the event that announces it."""
+
+    campaign_id: int
+    recipient_id: int
+    status: str
+    provider_message_id: str | None
+    reason: str | None
+    event: OutboxRow
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What `record` did: the (campaign, recipient) whose outcome completed their claim, and the
+    result of each claim by (campaign, recipient)."""
+
+    finished: set[tuple[int, int]]
+    claims: dict[tuple[int, int], Claim]

@@ -1,10 +1,11 @@
 """Sending a batch: for each recipient, claim the delivery, send, record the outcome.
 
 The ledger row is written (committed) before the provider is called and completed after, with
-the outcome event in the same transaction. A redelivered batch finds its recipients claimed and
-does not send them again. A claim left by a process that died during the send is reported
-`indeterminate` (the message may have left) and not sent again, unless the sender is set to
-resend. Up to `max_connections` recipients of a batch are in flight at once.
+the outcome event in the same statement (see `ledger`); the batch is acknowledged once all its
+outcomes are written. A redelivered batch finds its recipients claimed and does not send them
+again. A claim left by a process that died during the send is reported `indeterminate` (the
+message may have left) and not sent again, unless the sender is set to resend. Up to
+`max_connections` recipients of a batch are sent at once, and as many more claimed, ready to go.
 
 Before each message the batch checks that nothing stopped it: the account paused or held, the
 campaign paused, a transient failure, or its broker channel gone. What it did not send then goes
@@ -28,7 +29,7 @@ from services.sender import metrics as sender_metrics
 from services.sender import repository as sender_repo
 from services.sender.accounts import SendingAccount, SendingAccounts
 from services.sender.control import Control, Halt, RunningBatch
-from services.sender.ledger import Ledger, Outcome
+from services.sender.ledger import Ledger, LedgerWriter, Outcome
 from services.sender.message import CompiledCampaign, build
 from services.sender.transport import (
     AccountRefusedError,
@@ -54,12 +55,16 @@ from shared.errors import RetryLater
 from shared.files import FileStore
 from shared.personalisation import TemplateProblem
 from shared.service import Runtime
+from shared.telemetry import traces
 
 log = logging.getLogger(__name__)
 
 # Compiled campaigns hold their attachments' bytes: a few recent ones are enough, since an
 # account sends one campaign at a time.
 _COMPILED_CAMPAIGNS = 16
+# Above this rate per connection (a message every 20 ms or less on each), the commit of a claim
+# made only when a send ends would keep the connection idle for a noticeable share of its time.
+PIPELINED_RATE_PER_CONNECTION = 50.0
 INDETERMINATE_REASON = "the sender stopped during the SMTP transaction: the message may have been delivered"
 
 
@@ -100,6 +105,14 @@ class Sender:
     resend_indeterminate: bool
     # Made once: getting a tracer from the provider costs ~70 µs, a tenth of a message's CPU.
     tracer: Tracer
+
+
+def _ledger_writer(runtime: Runtime, sender: Sender) -> LedgerWriter:
+    """The process's ledger writer, made on first use (it needs the runtime's pool)."""
+    writer: LedgerWriter | None = runtime.state.get("ledger")
+    if writer is None:
+        writer = runtime.state["ledger"] = LedgerWriter(runtime, sender.instance)
+    return writer
 
 
 async def send_batch(runtime: Runtime, sender: Sender, batch: SendBatch, message: RabbitMessage) -> None:
@@ -162,8 +175,30 @@ async def _park(runtime: Runtime, batch: SendBatch, message: RabbitMessage) -> b
     return True
 
 
+@dataclass(frozen=True)
+class _Job:
+    """A recipient handed to the senders: the message (or the outcome that needs no sending) and
+    the claim asked for it (None: a recipient seen before, claimed when its turn comes)."""
+
+    recipient: Recipient
+    prepared: OutgoingMail | tuple[str, str] | None
+    claim: asyncio.Future[sender_repo.Claim] | None
+
+
 class _BatchWork:
-    """The recipients of one batch, sent by up to `max_connections` workers."""
+    """The recipients of one batch, sent on up to `max_connections` connections at once.
+
+    One producer takes the recipients in order: it builds each message, waits for its send slot
+    and asks for its claim, then hands it to the senders (one per connection), which wait for the
+    claim to be committed and send. The senders check for a reason to stop before each message;
+    the producer, before taking the next recipient and after each slot.
+
+    A crash leaves in doubt what was claimed and not completed. For most accounts that is at most
+    one send per connection: the next claim is asked only when a send ends. An account fast
+    enough that a claim's commit would keep its connections idle (more than
+    `PIPELINED_RATE_PER_CONNECTION` messages/s per connection) claims up to one message per
+    connection ahead, so twice as many may be in doubt.
+    """
 
     def __init__(
         self,
@@ -182,9 +217,21 @@ class _BatchWork:
         self._compiled = compiled
         self._blocked = blocked
         self._running = running
-        self._pending = iter(batch.recipients)
         self._seen: set[int] = set()
-        self._ledger = Ledger(runtime, batch, sender.instance)
+        self._ledger = Ledger(_ledger_writer(runtime, sender), batch)
+        self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
+        config = account.config
+        ahead = (
+            config.max_connections
+            if config.rate_per_second > PIPELINED_RATE_PER_CONNECTION * config.max_connections
+            else 0
+        )
+        # Messages claimed and not completed (each holds one until its send ends).
+        self._claimable = asyncio.Semaphore(config.max_connections + ahead)
+        self._error: Exception | None = None
+        # Without an exporter nothing is sampled: no span is made per message only to be dropped.
+        self._traced = traces(runtime.tracer_provider)
+        self._span_name = f"{account.config.transport} send"
         self.retry_reason: str | None = None
         # Once the channel is gone the batch goes back to the queue, to this replica or another:
         # sending on would race the one that gets it.
@@ -195,15 +242,50 @@ class _BatchWork:
             self._seen = await sender_repo.DeliveryRepository(conn).seen(
                 self._batch.campaign_id, [r.recipient_id for r in self._batch.recipients]
             )
-        workers = min(self._account.config.max_connections, len(self._batch.recipients))
-        await asyncio.gather(*(self._work() for _ in range(workers)))
+        senders = min(self._account.config.max_connections, len(self._batch.recipients))
+        await asyncio.gather(self._produce(senders), *(self._send_jobs() for _ in range(senders)))
+        # Acknowledged only once every outcome is in the ledger (and its event in the outbox).
+        await self._ledger.settled()
+        if self._error is not None:
+            raise self._error
 
-    async def _work(self) -> None:
-        while self._running.reason is None:
-            recipient = next(self._pending, None)
-            if recipient is None:
-                return
-            await self._deliver(recipient)
+    def _failed(self, exc: Exception) -> None:
+        """Keep the first error, and stop the batch before its next message."""
+        if self._error is None:
+            self._error = exc
+        self._running.halt(Halt.RETRY)
+
+    async def _produce(self, senders: int) -> None:
+        try:
+            for recipient in self._batch.recipients:
+                if self._stopped():
+                    return
+                if recipient.recipient_id in self._seen:
+                    self._jobs.put_nowait(_Job(recipient, None, None))
+                    continue
+                prepared = self._prepare(recipient)
+                if isinstance(prepared, OutgoingMail):
+                    await self._claimable.acquire()
+                    if not await self._slot():
+                        self._claimable.release()
+                        return
+                self._jobs.put_nowait(_Job(recipient, prepared, self._ledger.claim(recipient)))
+        except Exception as exc:
+            self._failed(exc)
+        finally:
+            for _ in range(senders):
+                self._jobs.put_nowait(None)
+
+    async def _send_jobs(self) -> None:
+        while (job := await self._jobs.get()) is not None:
+            try:
+                await self._deliver(job)
+            except Exception as exc:
+                # The jobs still queued are given back: their claims stay in no doubt.
+                self._failed(exc)
+            finally:
+                if isinstance(job.prepared, OutgoingMail):
+                    self._claimable.release()
 
     def _stopped(self) -> bool:
         if self._running.reason is None and self._sender.control.is_paused(self._batch.campaign_id):
@@ -212,65 +294,84 @@ class _BatchWork:
             self._running.halt(Halt.CONNECTION_LOST)
         return self._running.reason is not None
 
-    async def _deliver(self, recipient: Recipient) -> None:
-        # A recipient seen before (a redelivered batch) is settled by its claim first: no slot is
-        # spent on what was sent. A new one is claimed only once its slot has come, so a crash
-        # leaves in doubt only what was truly between claim and outcome.
-        claimed = False
-        if recipient.recipient_id in self._seen:
-            if not await self._claim(recipient):
+    async def _deliver(self, job: _Job) -> None:
+        recipient, prepared = job.recipient, job.prepared
+        pace = self._account.pace
+        if job.claim is None:
+            # Seen before (a redelivered batch): settled by its claim first, so that no slot is
+            # spent on what was sent.
+            if self._stopped() or not await self._claim(recipient):
                 return
-            claimed = True
-        prepared = self._prepare(recipient)
+            prepared = self._prepare(recipient)
+            if isinstance(prepared, OutgoingMail) and not await self._slot():
+                await self._release(recipient)
+                return
+        elif not await self._claim(recipient, job.claim):
+            if isinstance(prepared, OutgoingMail):
+                pace.release()
+            return
+        assert prepared is not None
         if not isinstance(prepared, OutgoingMail):
-            if claimed or await self._claim(recipient):
-                await self._finish(recipient, prepared[0], reason=prepared[1])
+            self._finish(recipient, prepared[0], reason=prepared[1])
             return
         while True:
-            if not await self._slot():
-                if claimed:
-                    await self._release(recipient)
-                return
-            if not claimed:
+            # Checked again with the claim in hand: a pause, a refusal or a throttle of the
+            # account may have come while it was written. Nothing has left yet: all given back.
+            if self._stopped() or pace.held():
+                pace.release()
+                await self._release(recipient)
+                # A throttle's hold is waited for in _slot, then the recipient claimed again.
+                if not await self._slot():
+                    return
                 if not await self._claim(recipient):
-                    self._account.pace.release()
+                    pace.release()
                     return
-                claimed = True
-                if self._stopped():
-                    # Stopped while claiming: nothing has left yet, give it all back.
-                    self._account.pace.release()
-                    await self._release(recipient)
-                    return
-            try:
+                continue
+            if await self._send(recipient, prepared):
+                return
+            # Throttled: the claim was given back; wait for the hold, then claim again.
+            if not await self._slot():
+                return
+            if not await self._claim(recipient):
+                pace.release()
+                return
+
+    async def _send(self, recipient: Recipient, mail: OutgoingMail) -> bool:
+        """Send a claimed message and record its outcome; False if the provider throttled the
+        account (the claim given back, to try again after the hold)."""
+        pace = self._account.pace
+        try:
+            if self._traced:
                 with self._sender.tracer.start_as_current_span(
-                    f"{self._account.config.transport} send",
+                    self._span_name,
                     kind=SpanKind.CLIENT,
                     attributes={
                         "mailer.account_id": self._batch.account_id,
-                        "mailer.delivery": prepared.message_id,
+                        "mailer.delivery": mail.message_id,
                     },
                 ):
-                    provider_message_id = await self._account.transport.send(prepared)
-            except ThrottledError as exc:
-                # Account-wide: the pace holds every worker of the account; this one tries again
-                # after the hold, its claim given back meanwhile (nothing is in doubt while it waits).
-                log.warning("provider throttles the account", extra={"account_id": self._batch.account_id})
-                self._account.pace.release()
-                self._account.pace.throttled(exc.daily_quota_exceeded)
-                await self._release(recipient)
-                claimed = False
-                continue
-            except SendError as exc:
-                if isinstance(exc, IndeterminateSendError):
-                    # It may have left: count it against the quota, the safe side.
-                    self._account.pace.record_sent()
-                else:
-                    self._account.pace.release()
-                await self._not_sent(recipient, exc)
-                return
-            self._account.pace.record_sent()
-            await self._finish(recipient, "sent", provider_message_id=provider_message_id)
-            return
+                    provider_message_id = await self._account.transport.send(mail)
+            else:
+                provider_message_id = await self._account.transport.send(mail)
+        except ThrottledError as exc:
+            # Account-wide: the pace holds every send of the account; this one tries again
+            # after the hold, its claim given back meanwhile (nothing is in doubt while it waits).
+            log.warning("provider throttles the account", extra={"account_id": self._batch.account_id})
+            pace.release()
+            pace.throttled(exc.daily_quota_exceeded)
+            await self._release(recipient)
+            return False
+        except SendError as exc:
+            if isinstance(exc, IndeterminateSendError):
+                # It may have left: count it against the quota, the safe side.
+                pace.record_sent()
+            else:
+                pace.release()
+            await self._not_sent(recipient, exc)
+            return True
+        pace.record_sent()
+        self._finish(recipient, "sent", provider_message_id=provider_message_id)
+        return True
 
     def _prepare(self, recipient: Recipient) -> OutgoingMail | tuple[str, str]:
         """The message to send, or the outcome (status, reason) that needs no sending."""
@@ -297,9 +398,9 @@ class _BatchWork:
             await self._release(recipient)
             await self._refused(exc.reason)
         elif isinstance(exc, IndeterminateSendError):
-            await self._finish(recipient, "indeterminate", reason=exc.reason)
+            self._finish(recipient, "indeterminate", reason=exc.reason)
         elif isinstance(exc, PermanentSendError):
-            await self._finish(recipient, "failed", reason=exc.reason)
+            self._finish(recipient, "failed", reason=exc.reason)
         else:
             self.retry_reason = exc.reason
             self._running.halt(Halt.RETRY)
@@ -310,6 +411,9 @@ class _BatchWork:
         check comes after the wait: a pause during it stops this message)."""
         if self._stopped():
             return False
+        if self._account.pace.try_acquire():
+            # A slot free now (an account sending below its rate): nothing to wait for.
+            return True
         acquire = asyncio.ensure_future(self._account.pace.acquire())
         stopped = asyncio.ensure_future(self._running.stopped.wait())
         await asyncio.wait({acquire, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -323,10 +427,12 @@ class _BatchWork:
             return False
         return got_slot
 
-    async def _claim(self, recipient: Recipient) -> bool:
-        """True if this process may send to the recipient now."""
+    async def _claim(
+        self, recipient: Recipient, asked: asyncio.Future[sender_repo.Claim] | None = None
+    ) -> bool:
+        """True if this process may send to the recipient now (`asked`: its claim, asked before)."""
         batch, instance = self._batch, self._sender.instance
-        claim = await self._ledger.claim(recipient)
+        claim = await (asked or self._ledger.claim(recipient))
         if claim.won:
             return True
         if claim.status != "sending":
@@ -343,7 +449,7 @@ class _BatchWork:
                 return await sender_repo.DeliveryRepository(conn).take_over(
                     batch.campaign_id, recipient.recipient_id, claim.claimed_by, instance
                 )
-        await self._finish(recipient, "indeterminate", reason=INDETERMINATE_REASON)
+        self._finish(recipient, "indeterminate", reason=INDETERMINATE_REASON)
         return False
 
     async def _release(self, recipient: Recipient) -> None:
@@ -368,7 +474,7 @@ class _BatchWork:
         self._running.halt(Halt.ACCOUNT_PAUSED)
         await self._sender.accounts.set_paused(account_id, True)
 
-    async def _finish(
+    def _finish(
         self,
         recipient: Recipient,
         status: str,
@@ -394,5 +500,5 @@ class _BatchWork:
             event = MessageIndeterminate(**common, reason=reason or "")
         else:
             event = MessageSkipped(**common, reason=reason or "")
-        # Not finished (False): another process judged it indeterminate meanwhile, and reported it.
-        await self._ledger.finish(Outcome(recipient, status, provider_message_id, reason, event))
+        # Written with the next claims; the batch waits for it before it is acknowledged.
+        self._ledger.finish(Outcome(recipient, status, provider_message_id, reason, event))

@@ -49,6 +49,14 @@ class TokenBucket:
         self._next = max(self._next, slot) + self._interval
         return slot - now
 
+    def try_reserve(self) -> bool:
+        """Take the next slot if it is now; False (nothing taken) if it would need a wait."""
+        now = self._clock()
+        if self._next - (self._burst - 1) * self._interval > now:
+            return False
+        self._next = max(self._next, now) + self._interval
+        return True
+
     async def acquire(self) -> None:
         """Wait for the next slot."""
         delay = self.reserve()

@@ -16,11 +16,13 @@ from services.sender.repository import (
     CampaignRepository,
     CampaignState,
     Claim,
+    ClaimRequest,
     DeliveryRepository,
+    OutcomeRow,
     ParkedBatch,
 )
-from shared import db
-from shared.contracts import AccountConfigured, utc_now
+from shared import db, outbox
+from shared.contracts import AccountConfigured, MessageSent, utc_now
 from tests.sender.examples import a_campaign, a_recipient, an_account, unique_id
 
 ANA = "ana@example.com"
@@ -649,6 +651,119 @@ class TestDeliveryRepositoryFinish:
         with pytest.raises(asyncpg.CheckViolationError):
             async with sender_conn.transaction():
                 await repo.finish(campaign_id, 7, "delivered", None, None)
+
+
+def an_outcome(campaign_id: int, recipient_id: int, status: str = "sent") -> OutcomeRow:
+    """The outcome of a delivery, with its event as the ledger queues it."""
+    event = MessageSent(
+        campaign_id=campaign_id,
+        account_id=1,
+        recipient_id=recipient_id,
+        email=f"r{recipient_id}@example.com",
+        name="",
+        provider_message_id=f"<{recipient_id}@x>",
+        sent_at=utc_now(),
+    )
+    return OutcomeRow(
+        campaign_id,
+        recipient_id,
+        status,
+        f"<{recipient_id}@x>",
+        None,
+        outbox.event_row(event, {"traceparent": "00-abc-def-01"}),
+    )
+
+
+async def queued_events(conn: asyncpg.Connection, campaign_id: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT routing_key, headers, message_id, body FROM sender.outbox"
+        " WHERE convert_from(body, 'UTF8')::jsonb ->> 'campaign_id' = $1 ORDER BY outbox_id",
+        str(campaign_id),
+    )
+
+
+class TestDeliveryRepositoryRecord:
+    async def test_completes_outcomes_queues_their_events_and_claims_in_one_statement(
+        self, sender_conn: asyncpg.Connection
+    ) -> None:
+        repo = DeliveryRepository(sender_conn)
+        campaign_id = unique_id()
+        await repo.claim(campaign_id, 1, "r1@example.com", 1, ME)
+        await repo.claim(campaign_id, 2, "r2@example.com", 1, ME)
+        sent_1, sent_2 = an_outcome(campaign_id, 1), an_outcome(campaign_id, 2)
+
+        recorded = await repo.record(
+            ME,
+            [
+                ClaimRequest(campaign_id, 1, 3, "r3@example.com"),
+                ClaimRequest(campaign_id, 1, 4, "r4@example.com"),
+            ],
+            [sent_1, sent_2],
+        )
+
+        assert recorded.finished == {(campaign_id, 1), (campaign_id, 2)}
+        assert recorded.claims == {
+            (campaign_id, 3): Claim(True, "sending", ME),
+            (campaign_id, 4): Claim(True, "sending", ME),
+        }
+        assert await sender_conn.fetch(
+            "SELECT recipient_id, status, provider_message_id FROM sender.deliveries WHERE campaign_id = $1"
+            " ORDER BY recipient_id",
+            campaign_id,
+        ) == [(1, "sent", "<1@x>"), (2, "sent", "<2@x>"), (3, "sending", None), (4, "sending", None)]
+        events = await queued_events(sender_conn, campaign_id)
+        # In the order asked, with the trace context they were asked under.
+        assert [(e["message_id"], bytes(e["body"])) for e in events] == [
+            (sent_1.event[4], sent_1.event[2]),
+            (sent_2.event[4], sent_2.event[2]),
+        ]
+        assert {e["routing_key"] for e in events} == {"message.sent"}
+        assert [e["headers"] for e in events] == [{"traceparent": "00-abc-def-01"}] * 2
+
+    async def test_an_outcome_of_a_delivery_no_longer_in_flight_changes_nothing_and_announces_nothing(
+        self, sender_conn: asyncpg.Connection
+    ) -> None:
+        repo = DeliveryRepository(sender_conn)
+        campaign_id = unique_id()
+        await repo.claim(campaign_id, 1, "r1@example.com", 1, ME)
+        # Another replica judged it indeterminate meanwhile, and reported that.
+        await repo.finish(campaign_id, 1, "indeterminate", None, "the sender stopped")
+
+        recorded = await repo.record(ME, [], [an_outcome(campaign_id, 1), an_outcome(campaign_id, 2)])
+
+        assert recorded.finished == set()
+        row = await delivery(sender_conn, campaign_id, 1)
+        assert row is not None and row["status"] == "indeterminate"
+        assert await delivery(sender_conn, campaign_id, 2) is None
+        assert await queued_events(sender_conn, campaign_id) == []
+
+    async def test_a_claim_made_before_tells_its_status_and_claimer(
+        self, sender_conn: asyncpg.Connection
+    ) -> None:
+        repo = DeliveryRepository(sender_conn)
+        campaign_id, other_campaign = unique_id(), unique_id()
+        await repo.claim(campaign_id, 1, "r1@example.com", 1, GONE)
+        await repo.claim(campaign_id, 2, "r2@example.com", 1, GONE)
+        await repo.finish(campaign_id, 2, "sent", "<2@x>", None)
+
+        recorded = await repo.record(
+            ME,
+            [
+                ClaimRequest(campaign_id, 1, 1, "r1@example.com"),
+                ClaimRequest(campaign_id, 1, 2, "r2@example.com"),
+                # Claims of several campaigns (and accounts) go in one statement too.
+                ClaimRequest(other_campaign, 9, 1, "r1@example.com"),
+            ],
+            [],
+        )
+
+        assert recorded.claims == {
+            (campaign_id, 1): Claim(False, "sending", GONE),
+            (campaign_id, 2): Claim(False, "sent", GONE),
+            (other_campaign, 1): Claim(True, "sending", ME),
+        }
+        row = await delivery(sender_conn, other_campaign, 1)
+        assert row is not None and (row["account_id"], row["claimed_by"]) == (9, ME)
 
 
 class TestDeliveryRepositoryRelease:
