@@ -617,7 +617,7 @@ class ResultRepository:
             # No term: every condition is in the statement's text, and a generic plan fits all.
             rows = await self._conn.fetch(query, campaign_id, after, limit)
         else:
-            # A read-only transaction of its own (a savepoint in the caller's), only for SET LOCAL.
+            # A transaction of its own (a savepoint in the caller's), only for SET LOCAL.
             async with self._conn.transaction():
                 await self._conn.execute(CUSTOM_PLANS)
                 rows = await self._conn.fetch(query, campaign_id, after, limit, *values)
