@@ -566,3 +566,20 @@ async def admin_test_sender(
 ) -> test_send.TestSendOut:
     """ "Testar envio": one test message from this sender address, with the provider's answers."""
     return await test_send.from_sender(runtime, sender_address_id, str(body.to))
+
+
+class AccountTestIn(BaseModel):
+    """Where a test message of an account goes, and the From it uses."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: EmailStr
+    from_address: EmailStr
+
+
+@admin_router.post("/accounts/{account_id}/test", response_model=test_send.TestSendOut)
+async def admin_test_account(
+    account_id: int, body: AccountTestIn, runtime: RuntimeDep
+) -> test_send.TestSendOut:
+    """ "Testar envio" of a sending account, from any address, with the provider's answers."""
+    return await test_send.from_account(runtime, account_id, str(body.from_address), str(body.to))

@@ -236,3 +236,14 @@ def test_other_systems_send_over_http_and_rabbitmq(stack: Stack, sink: SmtpSink,
     assert until(
         lambda: any(m.recipients[0] == f"teste.{tag}@example.org" for m in sink.received()), timeout=10
     )
+
+    # And of the account itself, from any address (an account before it has senders).
+    account_test = admin.post(
+        f"/accounts/{account.json()['account_id']}/test",
+        json={"to": f"conta.{tag}@example.org", "from_address": f"qualquer.{tag}@polo.example"},
+    )
+    assert account_test.status_code == 200, account_test.text
+    assert account_test.json()["ok"] is True and account_test.json()["account"] == f"Sink {tag}"
+    assert until(
+        lambda: any(m.recipients[0] == f"conta.{tag}@example.org" for m in sink.received()), timeout=10
+    )
