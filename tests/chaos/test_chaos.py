@@ -9,6 +9,7 @@ servers other tests use are never restarted.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -23,6 +24,8 @@ pytestmark = [
         not (shutil.which("rabbitmq-server") and Path("/usr/lib/postgresql/15/bin/initdb").exists()),
         reason="needs the PostgreSQL 15 and RabbitMQ server binaries",
     ),
+    # Debian's rabbitmq-server runs only as root (dropping to the rabbitmq user), as infra.sh does.
+    pytest.mark.skipif(os.geteuid() != 0, reason="starting a private RabbitMQ node needs root"),
 ]
 
 
