@@ -16,6 +16,14 @@ from shared.contracts import utc_now
 
 pytestmark = pytest.mark.connected
 
+
+@pytest.fixture(autouse=True)
+def _as_a_service(api: httpx.AsyncClient) -> None:
+    """The admin endpoints answer administrators: the internal service token is one."""
+    settings = api.app.state.runtime.settings  # type: ignore[attr-defined]
+    api.headers["Authorization"] = f"Bearer {settings.CAMPAIGN_API_TOKEN}"
+
+
 PUBLIC = "http://test/public/v1"
 
 

@@ -18,6 +18,13 @@ from tests.support import eventually
 pytestmark = pytest.mark.connected
 
 
+@pytest.fixture(autouse=True)
+def _as_a_service(api: httpx.AsyncClient) -> None:
+    """The admin endpoints answer administrators: the internal service token is one."""
+    settings = api.app.state.runtime.settings  # type: ignore[attr-defined]
+    api.headers["Authorization"] = f"Bearer {settings.CAMPAIGN_API_TOKEN}"
+
+
 async def _setup(api: httpx.AsyncClient) -> tuple[str, dict[str, Any]]:
     account = await api.post(
         "/accounts",
