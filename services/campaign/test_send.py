@@ -64,7 +64,7 @@ async def _ask(runtime: Runtime, account: Account, sender: SenderIdentity, to: s
                 content_type="application/json",
                 timeout=topology.TEST_SEND_TIMEOUT_SECONDS,
             )
-    except (TimeoutError, OSError) as exc:
+    except Exception as exc:  # timeout, no queue (no sender running), broker away: all a 503
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             detail=f"no sender answered the test send: {exc or 'timeout'}",
