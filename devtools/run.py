@@ -19,6 +19,7 @@ from shared import db
 from shared.settings import ServiceSettings
 
 SMTP_PORT = 1025
+DEV_ADMIN_EMAIL = "admin@mailer.example"
 SINK_PAGE_PORT = 8025
 
 
@@ -49,13 +50,17 @@ def main() -> None:
     )
     threading.Thread(target=page.run, daemon=True).start()
 
-    stack = Stack(env={"LOG_FORMAT": os.environ.get("LOG_FORMAT", "text")})
+    # The console's first administrator: whoever signs in with this e-mail (the development
+    # login asks only a name and an e-mail when no OIDC_ISSUER_URL is set).
+    admin = os.environ.get("CONSOLE_ADMIN_EMAILS") or DEV_ADMIN_EMAIL
+    stack = Stack(env={"LOG_FORMAT": os.environ.get("LOG_FORMAT", "text"), "CONSOLE_ADMIN_EMAILS": admin})
     stack.start_all()
     try:
         stack.wait_ready(timeout=90)
         print(
             "\nMailer is running.\n"
-            f"  API (campaign):   {stack.url('campaign')}/docs\n"
+            f"  Console:          {stack.url('campaign')}/console  (administrator: sign in as {admin})\n"
+            f"  API (campaign):   {stack.url('campaign')}/docs  (Authorization: Bearer {stack.api_token})\n"
             f"  Local mail sink:  http://127.0.0.1:{SINK_PAGE_PORT}  (SMTP on 127.0.0.1:{SMTP_PORT}, no TLS)\n"
             f"  Tracking:         {stack.url('tracking')}\n"
             "Press Ctrl-C to stop everything.\n",

@@ -16,6 +16,8 @@ from typing import IO
 
 import httpx
 
+from services.campaign.settings import DEV_CAMPAIGN_API_TOKEN
+
 SERVICES = ("campaign", "audience", "sender", "bounce", "tracking")
 DEFAULT_PORTS = {"campaign": 8000, "audience": 8001, "sender": 8002, "bounce": 8003, "tracking": 8004}
 
@@ -34,12 +36,33 @@ class Stack:
         """Base URL of a service."""
         return f"http://127.0.0.1:{self.ports[service]}"
 
+    @property
+    def api_token(self) -> str:
+        """The bearer token campaign's /api/v1 accepts from this stack's tools and tests."""
+        return (
+            self.env.get("CAMPAIGN_API_TOKEN")
+            or os.environ.get("CAMPAIGN_API_TOKEN")
+            or DEV_CAMPAIGN_API_TOKEN
+        )
+
+    def api_headers(self) -> dict[str, str]:
+        """Headers that authenticate a call to campaign's /api/v1 as an internal service."""
+        return {"Authorization": f"Bearer {self.api_token}"}
+
+    def campaign_api(self, timeout: float = 15.0) -> httpx.Client:
+        """A client of campaign's /api/v1, authenticated with the service token."""
+        return httpx.Client(
+            base_url=f"{self.url('campaign')}/api/v1", timeout=timeout, headers=self.api_headers()
+        )
+
     def service_env(self) -> dict[str, str]:
         """The environment every service process gets."""
         return {
             **os.environ,
             **self.env,
+            "CAMPAIGN_API_TOKEN": self.api_token,
             "AUDIENCE_URL": self.url("audience"),
+            "BOUNCE_URL": self.url("bounce"),
             "TRACKING_BASE_URL": self.env.get("TRACKING_BASE_URL", self.url("tracking")),
         }
 

@@ -4,15 +4,17 @@ and their results. Every body is validated (422 names the fields at fault), unkn
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, status
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from services.campaign import export, lifecycle
+from services.campaign import export, operations
 from services.campaign import repository as campaign_repo
 from services.campaign.audience_client import AudienceClient, AudienceUnavailable
+from services.campaign.console.audit import audit
+from services.campaign.console.identity import ApiAdminDep, CallerDep, api_caller
 from services.campaign.models import (
     Account,
     AccountChange,
@@ -34,21 +36,16 @@ from shared.contracts import (
     AccountConfigured,
     AccountPaused,
     AccountResumed,
-    CampaignCancelled,
-    CampaignPaused,
-    CampaignResumed,
-    CampaignStarted,
-    SenderIdentity,
     SesConnection,
     SmtpConnection,
     Warmup,
 )
 from shared.crypto import SecretBox
 from shared.errors import Conflict, NotFound
-from shared.personalisation import TemplateProblem, compile_html, compile_plain
 from shared.service import Runtime, RuntimeDep
 
-router = APIRouter(prefix="/api/v1")
+# Console sessions (same role rules) or the internal service token; see console.identity.
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(api_caller)])
 
 
 def _invalid(field: str, message: str) -> HTTPException:
@@ -158,7 +155,7 @@ def _account_values(
 
 
 @router.post("/accounts", status_code=status.HTTP_201_CREATED, response_model=AccountOut)
-async def create_account(body: AccountIn, runtime: RuntimeDep) -> AccountOut:
+async def create_account(body: AccountIn, runtime: RuntimeDep, caller: ApiAdminDep) -> AccountOut:
     """Create a sending account; its password or secret key is stored encrypted and never shown."""
     values = _account_values(body, SecretBox(runtime.settings.SECRET_KEYS), None)
     values |= {"name": body.name, "transport": body.transport}
@@ -168,11 +165,14 @@ async def create_account(body: AccountIn, runtime: RuntimeDep) -> AccountOut:
             raise Conflict(f"an account named {body.name!r} already exists")
         account = await accounts.create(values)
         await outbox.add_event(conn, _account_event(account))
+        await audit(conn, caller, "account.created", f"account:{account.account_id}", name=body.name)
     return AccountOut.of(account)
 
 
 @router.patch("/accounts/{account_id}", response_model=AccountOut)
-async def edit_account(account_id: int, body: AccountChange, runtime: RuntimeDep) -> AccountOut:
+async def edit_account(
+    account_id: int, body: AccountChange, runtime: RuntimeDep, caller: ApiAdminDep
+) -> AccountOut:
     """Change a sending account; senders apply the new settings before their next message."""
     if body.smtp is not None and body.ses is not None:
         raise _invalid("smtp", "give the settings of the account's own transport only")
@@ -186,55 +186,64 @@ async def edit_account(account_id: int, body: AccountChange, runtime: RuntimeDep
             raise _invalid("smtp" if body.smtp else "ses", f"this account sends through {current.transport}")
         account = await accounts.update(account_id, _account_values(body, box, current))
         await outbox.add_event(conn, _account_event(account))
+        await audit(
+            conn, caller, "account.edited", f"account:{account_id}", fields=sorted(body.model_fields_set)
+        )
     return AccountOut.of(account)
 
 
 @router.get("/accounts", response_model=list[AccountOut])
-async def list_accounts(runtime: RuntimeDep) -> list[AccountOut]:
+async def list_accounts(runtime: RuntimeDep, _: ApiAdminDep) -> list[AccountOut]:
     """Every sending account."""
     async with runtime.pool.acquire() as conn:
         return [AccountOut.of(a) for a in await campaign_repo.AccountRepository(conn).list()]
 
 
 @router.get("/accounts/{account_id}", response_model=AccountOut)
-async def get_account(account_id: int, runtime: RuntimeDep) -> AccountOut:
+async def get_account(account_id: int, runtime: RuntimeDep, _: ApiAdminDep) -> AccountOut:
     """One sending account."""
     async with runtime.pool.acquire() as conn:
         return AccountOut.of(await campaign_repo.AccountRepository(conn).get(account_id))
 
 
-async def _announce(runtime: Runtime, account_id: int, event: AccountPaused | AccountResumed) -> None:
+async def _announce(
+    runtime: Runtime, account_id: int, event: AccountPaused | AccountResumed, caller: CallerDep
+) -> None:
     async with runtime.transaction() as conn:
         await campaign_repo.AccountRepository(conn).get(account_id)
         await outbox.add_event(conn, event)
+        action = "account.paused" if isinstance(event, AccountPaused) else "account.resumed"
+        await audit(conn, caller, action, f"account:{account_id}", reason=event.reason)
 
 
 @router.post("/accounts/{account_id}/pause", status_code=status.HTTP_202_ACCEPTED)
 async def pause_account(
-    account_id: int, runtime: RuntimeDep, body: AccountPauseIn | None = None
+    account_id: int, runtime: RuntimeDep, caller: ApiAdminDep, body: AccountPauseIn | None = None
 ) -> dict[str, str]:
     """Stop every sender of the account before its next message, until resumed."""
     reason = (body or AccountPauseIn()).reason
     await _announce(
-        runtime, account_id, AccountPaused(account_id=account_id, reason=reason, source="operator")
+        runtime, account_id, AccountPaused(account_id=account_id, reason=reason, source="operator"), caller
     )
     return {"status": "pausing"}
 
 
 @router.post("/accounts/{account_id}/resume", status_code=status.HTTP_202_ACCEPTED)
 async def resume_account(
-    account_id: int, runtime: RuntimeDep, body: AccountPauseIn | None = None
+    account_id: int, runtime: RuntimeDep, caller: ApiAdminDep, body: AccountPauseIn | None = None
 ) -> dict[str, str]:
     """Let the account send again, highest priority first."""
     reason = (body or AccountPauseIn()).reason
     await _announce(
-        runtime, account_id, AccountResumed(account_id=account_id, reason=reason, source="operator")
+        runtime, account_id, AccountResumed(account_id=account_id, reason=reason, source="operator"), caller
     )
     return {"status": "resuming"}
 
 
 @router.post("/sender-addresses", status_code=status.HTTP_201_CREATED, response_model=SenderAddress)
-async def create_sender_address(body: SenderAddressIn, runtime: RuntimeDep) -> SenderAddress:
+async def create_sender_address(
+    body: SenderAddressIn, runtime: RuntimeDep, caller: ApiAdminDep
+) -> SenderAddress:
     """Add a From identity to a sending account."""
     async with runtime.transaction() as conn:
         try:
@@ -244,16 +253,25 @@ async def create_sender_address(body: SenderAddressIn, runtime: RuntimeDep) -> S
         senders = campaign_repo.SenderAddressRepository(conn)
         if await senders.email_taken(str(body.email)):
             raise Conflict(f"the sender address {body.email} already exists")
-        return await senders.create(
+        sender = await senders.create(
             body.account_id, body.name, str(body.email), str(body.reply_to) if body.reply_to else None
         )
+        await audit(
+            conn,
+            caller,
+            "sender_address.created",
+            f"sender_address:{sender.sender_address_id}",
+            email=sender.email,
+        )
+        return sender
 
 
 @router.get("/sender-addresses", response_model=list[SenderAddress])
-async def list_sender_addresses(runtime: RuntimeDep) -> list[SenderAddress]:
-    """Every sender address."""
+async def list_sender_addresses(runtime: RuntimeDep, caller: CallerDep) -> list[SenderAddress]:
+    """Every sender address the caller may use (all of them for administrators and services)."""
     async with runtime.pool.acquire() as conn:
-        return await campaign_repo.SenderAddressRepository(conn).list()
+        senders = await campaign_repo.SenderAddressRepository(conn).list()
+    return [s for s in senders if caller.may_use_sender(s.sender_address_id)]
 
 
 @router.post("/groups", status_code=status.HTTP_201_CREATED)
@@ -276,147 +294,81 @@ async def get_group(group_id: int, runtime: RuntimeDep) -> JSONResponse:
     return JSONResponse(answer, status_code=code)
 
 
-def _check_templates(body: CampaignIn | CampaignChange) -> None:
-    checks: list[tuple[str, Callable[[], object]]] = []
-    if body.subject is not None:
-        subject = body.subject
-        checks.append(("subject", lambda: compile_plain(subject, "subject")))
-    if body.html is not None:
-        html = body.html
-        checks.append(("html", lambda: compile_html(html)))
-    if body.text is not None:
-        text = body.text
-        checks.append(("text", lambda: compile_plain(text, "text")))
-    for field, check in checks:
-        try:
-            check()
-        except TemplateProblem as exc:
-            raise _invalid(field, str(exc)) from exc
+def _invalid_field(exc: operations.InvalidField) -> HTTPException:
+    return _invalid(exc.field, exc.message)
 
 
 @router.post("/campaigns", status_code=status.HTTP_201_CREATED, response_model=CampaignOut)
-async def create_campaign(body: CampaignIn, runtime: RuntimeDep) -> CampaignOut:
+async def create_campaign(body: CampaignIn, runtime: RuntimeDep, caller: CallerDep) -> CampaignOut:
     """Create a draft campaign; templates, sender address and groups are checked now."""
-    _check_templates(body)
     try:
-        missing = await _audience(runtime).missing_groups(body.group_ids)
+        campaign = await operations.create(runtime, body, caller.may_use_sender)
+    except operations.InvalidField as exc:
+        raise _invalid_field(exc) from exc
     except AudienceUnavailable as exc:
         raise _unavailable(exc) from exc
-    if missing:
-        raise _invalid("group_ids", f"unknown group(s): {', '.join(map(str, missing))}")
-    async with runtime.transaction() as conn:
-        try:
-            await campaign_repo.SenderAddressRepository(conn).get(body.sender_address_id)
-        except NotFound as exc:
-            raise _invalid(
-                "sender_address_id", f"sender address {body.sender_address_id} does not exist"
-            ) from exc
-        campaign = await campaign_repo.CampaignRepository(conn).create(
-            name=body.name,
-            sender_address_id=body.sender_address_id,
-            group_ids=body.group_ids,
-            subject=body.subject,
-            html=body.html,
-            text=body.text,
-            priority=body.priority,
-            tracking=body.tracking,
-        )
     return CampaignOut.of(campaign)
 
 
 @router.patch("/campaigns/{campaign_id}", response_model=CampaignOut)
-async def edit_campaign(campaign_id: int, body: CampaignChange, runtime: RuntimeDep) -> CampaignOut:
+async def edit_campaign(
+    campaign_id: int, body: CampaignChange, runtime: RuntimeDep, caller: CallerDep
+) -> CampaignOut:
     """Change a draft campaign (content, priority, tracking); 409 once it has started."""
-    _check_templates(body)
-    async with runtime.transaction() as conn:
-        campaigns = campaign_repo.CampaignRepository(conn)
-        if await campaigns.lock_status(campaign_id) != lifecycle.Status.DRAFT:
-            raise Conflict("only a draft campaign can be edited")
-        await campaigns.update_draft(campaign_id, body.model_dump(exclude_unset=True))
-        return CampaignOut.of(await campaigns.get(campaign_id))
+    try:
+        return CampaignOut.of(await operations.edit_draft(runtime, campaign_id, body, caller.may_use_sender))
+    except operations.InvalidField as exc:
+        raise _invalid_field(exc) from exc
 
 
 @router.get("/campaigns", response_model=list[CampaignOut])
 async def list_campaigns(
     runtime: RuntimeDep,
+    caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[CampaignOut]:
-    """Campaigns, newest first."""
+    """Campaigns the caller may see, newest first."""
     async with runtime.pool.acquire() as conn:
-        return [CampaignOut.of(c) for c in await campaign_repo.CampaignRepository(conn).list(limit, offset)]
+        campaigns = campaign_repo.CampaignRepository(conn)
+        senders = caller.sender_address_ids
+        found = await (
+            campaigns.list(limit, offset) if senders is None else campaigns.list_of(senders, limit, offset)
+        )
+        return [CampaignOut.of(c) for c in found]
 
 
 @router.get("/campaigns/{campaign_id}", response_model=CampaignOut)
-async def get_campaign(campaign_id: int, runtime: RuntimeDep) -> CampaignOut:
+async def get_campaign(campaign_id: int, runtime: RuntimeDep, caller: CallerDep) -> CampaignOut:
     """One campaign with its totals."""
     async with runtime.pool.acquire() as conn:
-        return CampaignOut.of(await campaign_repo.CampaignRepository(conn).get(campaign_id))
+        return CampaignOut.of(await operations.get(conn, campaign_id, caller.may_use_sender))
 
 
 @router.post(
     "/campaigns/{campaign_id}/start", status_code=status.HTTP_202_ACCEPTED, response_model=CampaignOut
 )
-async def start_campaign(campaign_id: int, runtime: RuntimeDep) -> CampaignOut:
+async def start_campaign(campaign_id: int, runtime: RuntimeDep, caller: CallerDep) -> CampaignOut:
     """Queue a draft campaign for sending (409 if it is not a draft)."""
-    async with runtime.transaction() as conn:
-        campaigns = campaign_repo.CampaignRepository(conn)
-        new_status = lifecycle.after("start", await campaigns.lock_status(campaign_id))
-        campaign = await campaigns.get(campaign_id)
-        sender = await campaign_repo.SenderAddressRepository(conn).get(campaign.sender_address_id)
-        account = await campaign_repo.AccountRepository(conn).get(sender.account_id)
-        if not account.active:
-            raise Conflict(f"the sending account {account.name!r} is inactive")
-        await campaigns.set_status(campaign_id, new_status)
-        await outbox.add_event(
-            conn,
-            CampaignStarted(
-                campaign_id=campaign_id,
-                account_id=account.account_id,
-                sender=SenderIdentity(name=sender.name, email=sender.email, reply_to=sender.reply_to),
-                subject=campaign.subject,
-                html=campaign.html,
-                text=campaign.text_body,
-                group_ids=campaign.group_ids,
-                priority=campaign.priority,
-                tracking=campaign.tracking,
-            ),
-        )
-        return CampaignOut.of(await campaigns.get(campaign_id))
+    return CampaignOut.of(await operations.start(runtime, campaign_id, caller.may_use_sender))
 
 
 @router.post("/campaigns/{campaign_id}/cancel", response_model=CampaignOut)
-async def cancel_campaign(campaign_id: int, runtime: RuntimeDep) -> CampaignOut:
+async def cancel_campaign(campaign_id: int, runtime: RuntimeDep, caller: CallerDep) -> CampaignOut:
     """Cancel an unfinished campaign: what is not sent yet is skipped (409 if finished)."""
-    async with runtime.transaction() as conn:
-        campaigns = campaign_repo.CampaignRepository(conn)
-        new_status = lifecycle.after("cancel", await campaigns.lock_status(campaign_id))
-        await campaigns.set_status(campaign_id, new_status)
-        await outbox.add_event(conn, CampaignCancelled(campaign_id=campaign_id))
-        return CampaignOut.of(await campaigns.get(campaign_id))
+    return CampaignOut.of(await operations.cancel(runtime, campaign_id, caller.may_use_sender))
 
 
 @router.post("/campaigns/{campaign_id}/pause", response_model=CampaignOut)
-async def pause_campaign(campaign_id: int, runtime: RuntimeDep) -> CampaignOut:
+async def pause_campaign(campaign_id: int, runtime: RuntimeDep, caller: CallerDep) -> CampaignOut:
     """Stop sending a queued or sending campaign before its next message (409 otherwise)."""
-    async with runtime.transaction() as conn:
-        campaigns = campaign_repo.CampaignRepository(conn)
-        await campaigns.set_status(
-            campaign_id, lifecycle.after("pause", await campaigns.lock_status(campaign_id))
-        )
-        await outbox.add_event(conn, CampaignPaused(campaign_id=campaign_id))
-        return CampaignOut.of(await campaigns.get(campaign_id))
+    return CampaignOut.of(await operations.pause(runtime, campaign_id, caller.may_use_sender))
 
 
 @router.post("/campaigns/{campaign_id}/resume", response_model=CampaignOut)
-async def resume_campaign(campaign_id: int, runtime: RuntimeDep) -> CampaignOut:
+async def resume_campaign(campaign_id: int, runtime: RuntimeDep, caller: CallerDep) -> CampaignOut:
     """Go on sending a paused campaign where it stopped (409 if it is not paused)."""
-    async with runtime.transaction() as conn:
-        campaigns = campaign_repo.CampaignRepository(conn)
-        lifecycle.after("resume", await campaigns.lock_status(campaign_id))
-        await campaigns.resume(campaign_id)
-        await outbox.add_event(conn, CampaignResumed(campaign_id=campaign_id))
-        return CampaignOut.of(await campaigns.get(campaign_id))
+    return CampaignOut.of(await operations.resume(runtime, campaign_id, caller.may_use_sender))
 
 
 class ResultQuery:
@@ -447,6 +399,7 @@ ResultQueryDep = Annotated[ResultQuery, Depends()]
 async def campaign_results(
     campaign_id: int,
     runtime: RuntimeDep,
+    caller: CallerDep,
     query: ResultQueryDep,
     after: Annotated[int, Query(ge=0, description="last recipient_id of the previous page")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -454,7 +407,7 @@ async def campaign_results(
     """The campaign's totals and its per-recipient results, filtered, in recipient order, by
     keyset pages."""
     async with runtime.pool.acquire() as conn:
-        campaign = await campaign_repo.CampaignRepository(conn).get(campaign_id)
+        campaign = await operations.get(conn, campaign_id, caller.may_use_sender)
         items = await campaign_repo.ResultRepository(conn).page(campaign_id, after, limit, query.filter)
     return ResultsPage(
         totals=Totals.of(campaign),
@@ -465,12 +418,15 @@ async def campaign_results(
 
 @router.get("/campaigns/{campaign_id}/results/links", response_model=list[LinkClicks])
 async def campaign_links(
-    campaign_id: int, runtime: RuntimeDep, limit: Annotated[int, Query(ge=1, le=1000)] = 200
+    campaign_id: int,
+    runtime: RuntimeDep,
+    caller: CallerDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[LinkClicks]:
     """Clicks per tracked link, most clicked first: human clicks, distinct human clickers, and
     machine clicks (scanners, bots) apart."""
     async with runtime.pool.acquire() as conn:
-        await campaign_repo.CampaignRepository(conn).get(campaign_id)
+        await operations.get(conn, campaign_id, caller.may_use_sender)
         return await campaign_repo.ResultRepository(conn).links(campaign_id, limit)
 
 
@@ -482,13 +438,14 @@ EXPORT_CHUNK = 2000
 async def export_results(
     campaign_id: int,
     runtime: RuntimeDep,
+    caller: CallerDep,
     query: ResultQueryDep,
     delimiter: export.Delimiter = "semicolon",
 ) -> StreamingResponse:
     """The results as CSV (UTF-8 with BOM, `;` unless `delimiter=comma`), with the page's filters,
     streamed in keyset chunks so a million rows never sit in memory."""
     async with runtime.pool.acquire() as conn:
-        await campaign_repo.CampaignRepository(conn).get(campaign_id)
+        await operations.get(conn, campaign_id, caller.may_use_sender)
 
     async def chunks() -> AsyncIterator[bytes]:
         yield export.header(delimiter).encode()

@@ -3,6 +3,8 @@ owns the transaction."""
 
 from __future__ import annotations
 
+import builtins
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,7 +13,14 @@ import asyncpg
 
 from services.campaign.lifecycle import Status
 from services.campaign.models import Account, Campaign, LinkClicks, Result, SenderAddress
-from shared.contracts import DeliveryEvent, LinkClicked, MessageBounced, MessageComplained, MessageOpened
+from shared.contracts import (
+    AttachmentRef,
+    DeliveryEvent,
+    LinkClicked,
+    MessageBounced,
+    MessageComplained,
+    MessageOpened,
+)
 from shared.errors import NotFound
 from shared.links import ANONYMOUS
 
@@ -88,6 +97,11 @@ SELECT_CAMPAIGN = _CAMPAIGN_COLUMNS + " WHERE c.campaign_id = $1 GROUP BY c.camp
 LOCK_CAMPAIGN = "SELECT status FROM campaigns WHERE campaign_id = $1 FOR UPDATE"
 SELECT_CAMPAIGNS = (
     _CAMPAIGN_COLUMNS + " GROUP BY c.campaign_id ORDER BY c.campaign_id DESC LIMIT $1 OFFSET $2"
+)
+SELECT_CAMPAIGNS_OF = (
+    _CAMPAIGN_COLUMNS
+    + " WHERE c.sender_address_id = ANY($3::int[])"
+    + " GROUP BY c.campaign_id ORDER BY c.campaign_id DESC LIMIT $1 OFFSET $2"
 )
 SET_STATUS = """
 UPDATE campaigns
@@ -279,6 +293,21 @@ WHERE campaign_id = $1
 ORDER BY clicks DESC, url
 LIMIT $2
 """
+# A test send is a campaign of its own that the console's list leaves out.
+SET_TEST_ORIGIN = "UPDATE campaigns SET origin = 'test' WHERE campaign_id = $1"
+SET_SENDER = "UPDATE campaigns SET sender_address_id = $2 WHERE campaign_id = $1"
+CLEAR_CAMPAIGN_GROUPS = "DELETE FROM campaign_groups WHERE campaign_id = $1"
+SELECT_ATTACHMENTS = """
+SELECT key, filename, content_type, inline, content_id FROM campaign_attachments
+WHERE campaign_id = $1 ORDER BY position
+"""
+CLEAR_ATTACHMENTS = "DELETE FROM campaign_attachments WHERE campaign_id = $1"
+INSERT_ATTACHMENTS = """
+INSERT INTO campaign_attachments (campaign_id, position, key, filename, content_type, inline, content_id)
+SELECT $1, a.position, a.key, a.filename, a.content_type, a.inline, a.content_id
+FROM unnest($2::text[], $3::text[], $4::text[], $5::bool[], $6::text[])
+     WITH ORDINALITY AS a(key, filename, content_type, inline, content_id, position)
+"""
 UPDATE_DRAFT = """
 UPDATE campaigns
 SET name = coalesce($2, name), subject = coalesce($3, subject), html = coalesce($4, html),
@@ -433,6 +462,13 @@ class CampaignRepository:
     async def list(self, limit: int, offset: int) -> list[Campaign]:
         """Campaigns, newest first."""
         rows = await self._conn.fetch(SELECT_CAMPAIGNS, limit, offset)
+        return [Campaign.model_validate(dict(r)) for r in rows]
+
+    async def list_of(
+        self, sender_address_ids: Sequence[int], limit: int, offset: int
+    ) -> builtins.list[Campaign]:
+        """Campaigns of these sender addresses, newest first."""
+        rows = await self._conn.fetch(SELECT_CAMPAIGNS_OF, limit, offset, list(sender_address_ids))
         return [Campaign.model_validate(dict(r)) for r in rows]
 
     async def lock_status(self, campaign_id: int) -> Status:
@@ -596,9 +632,48 @@ class CampaignRepository:
             changes.get("tracking"),
         )
 
+    async def mark_test(self, campaign_id: int) -> None:
+        """Make the campaign a test send."""
+        await self._conn.execute(SET_TEST_ORIGIN, campaign_id)
+
+    async def set_sender(self, campaign_id: int, sender_address_id: int) -> None:
+        """Change a draft's sender address."""
+        await self._conn.execute(SET_SENDER, campaign_id, sender_address_id)
+
+    async def set_groups(self, campaign_id: int, group_ids: Sequence[int]) -> None:
+        """Replace a draft's groups (in the order given)."""
+        await self._conn.execute(CLEAR_CAMPAIGN_GROUPS, campaign_id)
+        await self._conn.execute(INSERT_CAMPAIGN_GROUPS, campaign_id, list(group_ids))
+
     async def complete_if_done(self, campaign_id: int) -> bool:
         """Mark the campaign completed if every recipient has an outcome."""
         return str(await self._conn.execute(COMPLETE_IF_DONE, campaign_id)) == "UPDATE 1"
+
+
+class AttachmentRepository:
+    """The file-store files a campaign sends (attachments and inline images)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def of(self, campaign_id: int) -> list[AttachmentRef]:
+        """The campaign's files, in the order they were chosen."""
+        rows = await self._conn.fetch(SELECT_ATTACHMENTS, campaign_id)
+        return [AttachmentRef.model_validate(dict(r)) for r in rows]
+
+    async def replace(self, campaign_id: int, files: Sequence[AttachmentRef]) -> None:
+        """Set the campaign's files."""
+        await self._conn.execute(CLEAR_ATTACHMENTS, campaign_id)
+        if files:
+            await self._conn.execute(
+                INSERT_ATTACHMENTS,
+                campaign_id,
+                [f.key for f in files],
+                [f.filename for f in files],
+                [f.content_type for f in files],
+                [f.inline for f in files],
+                [f.content_id for f in files],
+            )
 
 
 class ResultRepository:

@@ -34,9 +34,12 @@ def _audience(request: httpx.Request) -> httpx.Response:
 async def api(make_settings: Callable[..., Any]) -> AsyncIterator[httpx.AsyncClient]:
     """The campaign API, running against the real database and vhost."""
     audience = AudienceClient("http://audience", transport=httpx.MockTransport(_audience))
-    app = create_app(make_settings(CampaignSettings), audience=audience)
+    settings = make_settings(CampaignSettings)
+    app = create_app(settings, audience=audience)
     async with running(app) as client:
         client.base_url = httpx.URL("http://test/api/v1")
+        # The API answers other services by their token (console users by their session).
+        client.headers["Authorization"] = f"Bearer {settings.CAMPAIGN_API_TOKEN}"
         client.app = app  # type: ignore[attr-defined]
         yield client
 

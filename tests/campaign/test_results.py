@@ -15,6 +15,7 @@ import pytest
 
 from services.campaign import api as campaign_api
 from services.campaign import export
+from services.campaign.console.identity import Caller
 from shared.contracts import (
     LinkClicked,
     MessageBounced,
@@ -493,7 +494,7 @@ class TestExport:
         # Read from the route's own stream (the in-process test client would buffer it whole).
         runtime = api.app.state.runtime  # type: ignore[attr-defined]
         response = await campaign_api.export_results(
-            campaign_id, runtime, campaign_api.ResultQuery(), "semicolon"
+            campaign_id, runtime, Caller(user=None), campaign_api.ResultQuery(), "semicolon"
         )
         chunks: list[bytes] = []
         async for chunk in response.body_iterator:

@@ -153,7 +153,7 @@ def test_bounces_suppress_the_addresses_and_brake_the_account_until_the_pause_en
 ) -> None:
     tag = uuid.uuid4().hex[:8]
     people = [{"email": f"pessoa{n}.{tag}@example.org", "name": f"Pessoa {n}"} for n in range(PEOPLE)]
-    api = httpx.Client(base_url=f"{stack.url('campaign')}/api/v1", timeout=15)
+    api = stack.campaign_api()
     bounce = httpx.Client(base_url=stack.url("bounce"), timeout=15)
     resolutions = Resolutions(own_vhost)
     account = api.post(

@@ -29,7 +29,7 @@ BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko
 
 
 def test_a_started_campaign_reaches_every_recipient_once_personalised(stack: Stack, sink: SmtpSink) -> None:
-    api = httpx.Client(base_url=f"{stack.url('campaign')}/api/v1", timeout=15)
+    api = stack.campaign_api()
     account = api.post(
         "/accounts",
         json={

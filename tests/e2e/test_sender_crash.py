@@ -59,7 +59,7 @@ def _ledger_of(database_url: str, emails: set[str]) -> list[dict[str, Any]]:
 def test_killing_the_sender_mid_campaign_neither_loses_nor_duplicates(
     stack: Stack, sink: SmtpSink, database_url: str
 ) -> None:
-    api = httpx.Client(base_url=f"{stack.url('campaign')}/api/v1", timeout=15)
+    api = stack.campaign_api()
     account = api.post(
         "/accounts",
         json={

@@ -23,7 +23,7 @@ from services.audience.app import create_app as create_audience
 from services.audience.settings import AudienceSettings
 from services.campaign.app import create_app as create_campaign
 from services.campaign.audience_client import AudienceClient
-from services.campaign.settings import CampaignSettings
+from services.campaign.settings import DEV_CAMPAIGN_API_TOKEN, CampaignSettings
 from services.sender.app import create_app as create_sender
 from services.sender.settings import SenderSettings
 from shared.contracts import CampaignRecipientsResolved, CampaignStarted, MessageSent, topology
@@ -65,6 +65,7 @@ async def test_one_trace_spans_the_whole_campaign(
         audience = await stack.enter_async_context(running(audience_app))
         await stack.enter_async_context(running(sender_app))
         api.base_url = httpx.URL("http://test/api/v1")
+        api.headers["Authorization"] = f"Bearer {DEV_CAMPAIGN_API_TOKEN}"
         account = await api.post(
             "/accounts",
             json={"name": f"trace-{uuid.uuid4().hex[:8]}", "transport": "smtp",

@@ -67,7 +67,7 @@ def test_opens_clicks_and_unsubscribes_show_in_the_results_and_export(stack: Sta
             ("eva", "Eva Prado"),
         )
     }
-    api = httpx.Client(base_url=f"{stack.url('campaign')}/api/v1", timeout=15)
+    api = stack.campaign_api()
     account = api.post(
         "/accounts",
         json={
