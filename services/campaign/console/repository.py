@@ -83,9 +83,16 @@ FROM campaigns c JOIN sender_addresses s USING (sender_address_id)
 WHERE ($1::int[] IS NULL OR c.sender_address_id = ANY($1))
   AND ($2::text IS NULL OR c.name ILIKE $2 OR s.name ILIKE $2 OR s.email ILIKE $2
        OR c.campaign_id::text = $3)
-  AND ($4::text IS NULL OR c.origin = $4)
+  AND CASE WHEN $4::text IS NULL THEN c.origin <> 'test' ELSE c.origin = $4 END
 ORDER BY {order} {direction} NULLS LAST, c.campaign_id {direction}
 LIMIT $5 OFFSET $6
+"""
+SELECT_CAMPAIGN_ROW = """
+SELECT c.campaign_id, c.created_at, c.name, c.status, c.recipients, c.started_at, c.finished_at,
+       c.origin, c.sent, c.failed, c.skipped, c.failure_reason,
+       c.sender_address_id, s.name AS sender_name, s.email AS sender_email
+FROM campaigns c JOIN sender_addresses s USING (sender_address_id)
+WHERE c.campaign_id = $1
 """
 # The live cells of a few rows (status polling).
 SELECT_CAMPAIGN_STATUS = """
@@ -262,6 +269,13 @@ class CampaignListRepository:
         )
         total = int(rows[0]["total"]) if rows else 0
         return [CampaignRow.model_validate(dict(r)) for r in rows], total
+
+    async def row(self, campaign_id: int) -> CampaignRow:
+        """One campaign as a row of the list; NotFound if there is none."""
+        found = await self._conn.fetchrow(SELECT_CAMPAIGN_ROW, campaign_id)
+        if found is None:
+            raise NotFound(f"campaign {campaign_id} not found")
+        return CampaignRow.model_validate(dict(found))
 
     async def statuses(self, campaign_ids: list[int]) -> list[CampaignStatusRow]:
         """The live cells of these campaigns."""

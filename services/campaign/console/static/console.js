@@ -1,5 +1,8 @@
 // Small progressive enhancements; every screen works without them.
 document.addEventListener("click", (event) => {
+  for (const menu of document.querySelectorAll("details.row-menu[open]")) {
+    if (!menu.contains(event.target)) menu.removeAttribute("open");
+  }
   const toggle = event.target.closest("[data-toggle-nav]");
   if (toggle) {
     const nav = document.getElementById("nav");
