@@ -1,7 +1,8 @@
 """Opens and clicks as the messages tracking publishes, serialised once, on the hot path.
 
 The pixel and the redirect serve thousands of requests a second, and a pydantic event built and
-dumped per request cost more than the rest of the request's own work (profiled). So the body is
+dumped per request cost ~40 us on the bench machine, against ~10 us for this template (at 0.7 of
+the bare app's rate, the service's whole CPU budget per request is ~140 us). So the body is
 formatted here from a template holding the fields of `MessageOpened` / `LinkClicked`; a test
 checks every body validates into its contract model with every field set, so the two cannot
 drift apart unnoticed.
