@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -141,7 +142,7 @@ def start_and_watch(page: Page, campaign_id: int) -> None:
 
 def _setup(stack: Stack, sink: SmtpSink) -> dict[str, Any]:
     """What an administrator sets up outside these screens: two sending accounts into the sink,
-    a sender address on each, and a group of three (through audience, behind campaign's API)."""
+    and a sender address on each (the group is made in the console)."""
     api = stack.campaign_api()
     senders = {}
     for label in ("Itaú Social", "Escrevendo o Futuro"):
@@ -164,9 +165,22 @@ def _setup(stack: Stack, sink: SmtpSink) -> dict[str, Any]:
         )
         assert sender.status_code == 201, sender.text
         senders[label] = sender.json()
-    group = api.post("/groups", json={"name": "Educadores do Nordeste", "members": RECIPIENTS})
-    assert group.status_code == 201, group.text
-    return {"senders": senders, "group": group.json()}
+    return {"senders": senders}
+
+
+def create_group(page: Page, base: str, name: str) -> None:
+    """Grupos → Novo grupo: a CSV file whose extra column (cidade) becomes a personalisation field."""
+    page.goto(f"{base}/console/grupos/novo")
+    page.locator("#name").fill(name)
+    page.locator('input[name="kind"][value="csv"]').check()
+    lines = ["email;nome;cidade", *(f"{r['email']};{r['name']};{r['fields']['cidade']}" for r in RECIPIENTS)]
+    page.locator('input[type="file"][name="file"]').set_input_files(
+        files=[{"name": "educadores.csv", "mimeType": "text/csv", "buffer": "\n".join(lines).encode()}]
+    )
+    page.get_by_role("button", name="Criar grupo").click()
+    expect(page).to_have_url(re.compile(r"/console/grupos/\d+"))
+    expect(page.locator("body")).to_contain_text(name)
+    shot(page, "02b-grupo-criado")
 
 
 def _link(database_url: str, email: str, sender_address_id: int) -> None:
@@ -212,6 +226,8 @@ def test_an_admin_and_a_normal_user_run_campaigns_in_the_console(
     nav = admin.get_by_role("navigation", name="Menu principal")
     expect(nav.get_by_role("link", name="Campanhas")).to_be_visible()
     shot(admin, "02-campanhas-admin")
+    create_group(admin, base, group)
+    admin.goto(f"{base}/console/campanhas")
 
     name = f"Boletim de novembro {uuid.uuid4().hex[:4]}"
     admin.get_by_role("link", name="+ Nova campanha").click()
