@@ -21,7 +21,6 @@ from services.audience.app import create_app as create_audience
 from services.audience.settings import AudienceSettings
 from services.bounce.app import create_app as create_bounce
 from services.bounce.settings import BounceSettings
-from services.campaign import console
 from services.campaign.app import create_app
 from services.campaign.audience_client import AudienceClient
 from services.campaign.bounce_client import BounceClient
@@ -29,8 +28,6 @@ from services.campaign.settings import CampaignSettings
 from shared.files import LocalFileStore
 from tests.console.conftest import ADMIN_EMAIL, API_TOKEN, sign_in
 from tests.support import running
-
-SCREENS = ("users", "bounces", "unsubscribes", "accounts", "groups", "files", "usage")
 
 __all__ = ["Person", "admin_app", "audience_app", "bounce_app", "db", "people", "service_api", "store_root"]
 
@@ -76,13 +73,7 @@ async def admin_app(
         CAMPAIGN_API_TOKEN=API_TOKEN,
         FILE_STORE_URL=f"file://{store_root}",
     )
-    # Until the console lists these screens itself.
-    with pytest.MonkeyPatch.context() as patch:
-        screens = tuple(f"services.campaign.console.{m}" for m in SCREENS)
-        patch.setattr(
-            console, "SCREENS", console.SCREENS + tuple(s for s in screens if s not in console.SCREENS)
-        )
-        app = create_app(settings, audience=audience)
+    app = create_app(settings, audience=audience)
     state = app.state.runtime.state
     state["bounce"] = BounceClient("http://bounce", transport=httpx.ASGITransport(app=bounce_app))
     state["files"] = LocalFileStore(store_root)

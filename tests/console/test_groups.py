@@ -197,7 +197,7 @@ class TestRemoteGroups:
         group_id = _group_id(created.headers["location"])
         shown = await person.get(f"/console/grupos/{group_id}")
 
-        assert "Prévia da primeira página" in shown.text
+        assert "Prévia dos primeiros registros" in shown.text
         assert shown.text.count("@") >= 10
         assert "segredo-do-polo" not in shown.text
 
