@@ -32,7 +32,7 @@ def _results(api: httpx.Client, campaign_id: int) -> list[dict[str, Any]]:
 
 
 def test_sigterm_mid_batch_loses_nothing_and_sends_nothing_twice(stack: Stack, sink: SmtpSink) -> None:
-    api = httpx.Client(base_url=f"{stack.url('campaign')}/api/v1", timeout=15)
+    api = stack.campaign_api()
     account = api.post(
         "/accounts",
         json={
