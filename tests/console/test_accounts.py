@@ -366,3 +366,10 @@ class TestAccess:
 
         assert (await admin.get("/console/enderecos-de-envio/contas/2000000000/editar")).status_code == 404
         assert (await admin.post("/console/enderecos-de-envio/2000000000/remover")).status_code == 404
+        for path in (
+            "/console/enderecos-de-envio/contas/99999999999/editar",
+            "/console/usuarios/99999999999/editar",
+            "/console/uso-das-contas/99999999999/ignorar-freio",
+            "/console/grupos/99999999999",
+        ):
+            assert (await admin.get(path)).status_code == 422, path

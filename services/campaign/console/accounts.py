@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from services.campaign import repository as campaign_repo
 from services.campaign.api import _account_event as account_event
 from services.campaign.console.admin_repository import SenderAdminRepository
-from services.campaign.console.admin_support import Form
+from services.campaign.console.admin_support import Form, IdPath
 from services.campaign.console.audit import audit
 from services.campaign.console.identity import AdminDep, settings_of
 from services.campaign.console.templating import render
@@ -263,7 +263,7 @@ async def _account(runtime: Runtime, account_id: int) -> Account:
 
 @router.get("/enderecos-de-envio/contas/{account_id}/editar", response_class=HTMLResponse)
 async def edit_account_form(
-    account_id: int, request: Request, runtime: RuntimeDep, admin: AdminDep
+    account_id: IdPath, request: Request, runtime: RuntimeDep, admin: AdminDep
 ) -> HTMLResponse:
     """A sending account's settings, to change (secrets are not shown)."""
     account = await _account(runtime, account_id)
@@ -271,7 +271,9 @@ async def edit_account_form(
 
 
 @router.post("/enderecos-de-envio/contas/{account_id}/editar", response_model=None)
-async def edit_account(account_id: int, request: Request, runtime: RuntimeDep, admin: AdminDep) -> Response:
+async def edit_account(
+    account_id: IdPath, request: Request, runtime: RuntimeDep, admin: AdminDep
+) -> Response:
     """Save a sending account's settings (audited: which fields changed, never a secret's value)."""
     form = await Form.read(request)
     box = SecretBox(settings_of(runtime).SECRET_KEYS)
@@ -297,7 +299,7 @@ async def edit_account(account_id: int, request: Request, runtime: RuntimeDep, a
 
 @router.get("/enderecos-de-envio/contas/{account_id}/remover", response_class=HTMLResponse)
 async def remove_account_form(
-    account_id: int, request: Request, runtime: RuntimeDep, admin: AdminDep
+    account_id: IdPath, request: Request, runtime: RuntimeDep, admin: AdminDep
 ) -> HTMLResponse:
     """Confirmation of an account's removal (or why it cannot be removed)."""
     async with runtime.pool.acquire() as conn:
@@ -314,7 +316,9 @@ async def remove_account_form(
 
 
 @router.post("/enderecos-de-envio/contas/{account_id}/remover", response_model=None)
-async def remove_account(account_id: int, request: Request, runtime: RuntimeDep, admin: AdminDep) -> Response:
+async def remove_account(
+    account_id: IdPath, request: Request, runtime: RuntimeDep, admin: AdminDep
+) -> Response:
     """Remove an account without campaigns, with its sender addresses (audited); its senders stop."""
     async with runtime.transaction() as conn:
         account = await campaign_repo.AccountRepository(conn).get(account_id)
@@ -410,7 +414,7 @@ async def create_sender(request: Request, runtime: RuntimeDep, admin: AdminDep) 
 
 @router.get("/enderecos-de-envio/{sender_id}/editar", response_class=HTMLResponse)
 async def edit_sender_form(
-    sender_id: int, request: Request, runtime: RuntimeDep, admin: AdminDep
+    sender_id: IdPath, request: Request, runtime: RuntimeDep, admin: AdminDep
 ) -> HTMLResponse:
     """A sender address, to change."""
     async with runtime.pool.acquire() as conn:
@@ -421,7 +425,7 @@ async def edit_sender_form(
 
 
 @router.post("/enderecos-de-envio/{sender_id}/editar", response_model=None)
-async def edit_sender(sender_id: int, request: Request, runtime: RuntimeDep, admin: AdminDep) -> Response:
+async def edit_sender(sender_id: IdPath, request: Request, runtime: RuntimeDep, admin: AdminDep) -> Response:
     """Change a sender address's name, e-mail and reply-to (audited). Its account stays: campaigns
     already made with it were sent through that account."""
     form = await Form.read(request)
@@ -448,7 +452,7 @@ async def edit_sender(sender_id: int, request: Request, runtime: RuntimeDep, adm
 
 @router.get("/enderecos-de-envio/{sender_id}/remover", response_class=HTMLResponse)
 async def remove_sender_form(
-    sender_id: int, request: Request, runtime: RuntimeDep, admin: AdminDep
+    sender_id: IdPath, request: Request, runtime: RuntimeDep, admin: AdminDep
 ) -> HTMLResponse:
     """Confirmation of a sender address's removal (or why it cannot be removed)."""
     async with runtime.pool.acquire() as conn:
@@ -458,7 +462,9 @@ async def remove_sender_form(
 
 
 @router.post("/enderecos-de-envio/{sender_id}/remover", response_model=None)
-async def remove_sender(sender_id: int, request: Request, runtime: RuntimeDep, admin: AdminDep) -> Response:
+async def remove_sender(
+    sender_id: IdPath, request: Request, runtime: RuntimeDep, admin: AdminDep
+) -> Response:
     """Remove a sender address no campaign used (audited); users linked to it lose the link."""
     async with runtime.transaction() as conn:
         sender = await campaign_repo.SenderAddressRepository(conn).get(sender_id)

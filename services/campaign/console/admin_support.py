@@ -5,9 +5,9 @@ paging, and the page shown when another service does not answer."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Path, Request
 from fastapi.responses import HTMLResponse
 
 from services.campaign.audience_client import AudienceClient
@@ -16,6 +16,9 @@ from services.campaign.console.identity import settings_of
 from services.campaign.console.templating import render
 from shared.files import ManagedFileStore, file_store
 from shared.service import Runtime
+
+IdPath = Annotated[int, Path(ge=1, le=2**31 - 1)]
+"""A row id in a console path: a PostgreSQL serial, so anything outside is a 422, never a driver error."""
 
 
 def bounce_of(runtime: Runtime) -> BounceClient:

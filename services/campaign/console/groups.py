@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from starlette.datastructures import UploadFile
 
 from services.campaign.audience_client import AudienceUnavailable
-from services.campaign.console.admin_support import Form, audience_of, unavailable
+from services.campaign.console.admin_support import Form, IdPath, audience_of, unavailable
 from services.campaign.console.audit import audit
 from services.campaign.console.identity import AdminDep, UserDep, settings_of
 from services.campaign.console.templating import render
@@ -246,7 +246,7 @@ async def _group(runtime: Runtime, group_id: int) -> dict[str, Any]:
 
 
 @router.get("/grupos/{group_id}", response_class=HTMLResponse)
-async def group_page(group_id: int, request: Request, runtime: RuntimeDep, user: UserDep) -> HTMLResponse:
+async def group_page(group_id: IdPath, request: Request, runtime: RuntimeDep, user: UserDep) -> HTMLResponse:
     """A group: its count, first members (a remote group's first page) and import errors."""
     try:
         group = await _group(runtime, group_id)
@@ -268,7 +268,7 @@ async def group_page(group_id: int, request: Request, runtime: RuntimeDep, user:
 
 
 @router.post("/grupos/{group_id}/csv", response_model=None)
-async def upload_csv(group_id: int, request: Request, runtime: RuntimeDep, user: UserDep) -> Response:
+async def upload_csv(group_id: IdPath, request: Request, runtime: RuntimeDep, user: UserDep) -> Response:
     """Import another CSV file into a CSV group (its members are added; repeated ones kept once)."""
     limit = settings_of(runtime).CSV_UPLOAD_MAX_BYTES
     form = Form()
@@ -306,7 +306,7 @@ async def upload_csv(group_id: int, request: Request, runtime: RuntimeDep, user:
 
 
 @router.get("/grupos/{group_id}/erros.csv", response_model=None)
-async def import_errors(group_id: int, request: Request, runtime: RuntimeDep, user: UserDep) -> Response:
+async def import_errors(group_id: IdPath, request: Request, runtime: RuntimeDep, user: UserDep) -> Response:
     """The rejected lines of the group's last CSV import, downloaded as CSV (streamed through)."""
     audience = audience_of(runtime)
     try:
@@ -334,7 +334,9 @@ async def import_errors(group_id: int, request: Request, runtime: RuntimeDep, us
 
 
 @router.get("/grupos/{group_id}/renomear", response_class=HTMLResponse)
-async def rename_form(group_id: int, request: Request, runtime: RuntimeDep, admin: AdminDep) -> HTMLResponse:
+async def rename_form(
+    group_id: IdPath, request: Request, runtime: RuntimeDep, admin: AdminDep
+) -> HTMLResponse:
     """The rename form."""
     try:
         group = await _group(runtime, group_id)
@@ -344,7 +346,7 @@ async def rename_form(group_id: int, request: Request, runtime: RuntimeDep, admi
 
 
 @router.post("/grupos/{group_id}/renomear", response_model=None)
-async def rename(group_id: int, request: Request, runtime: RuntimeDep, admin: AdminDep) -> Response:
+async def rename(group_id: IdPath, request: Request, runtime: RuntimeDep, admin: AdminDep) -> Response:
     """Rename a group (audited)."""
     form = await Form.read(request)
     name = form.text("name", required="Dê um nome ao grupo.")
@@ -364,7 +366,9 @@ async def rename(group_id: int, request: Request, runtime: RuntimeDep, admin: Ad
 
 
 @router.get("/grupos/{group_id}/remover", response_class=HTMLResponse)
-async def remove_form(group_id: int, request: Request, runtime: RuntimeDep, admin: AdminDep) -> HTMLResponse:
+async def remove_form(
+    group_id: IdPath, request: Request, runtime: RuntimeDep, admin: AdminDep
+) -> HTMLResponse:
     """Confirmation of a group's removal."""
     try:
         group = await _group(runtime, group_id)
@@ -374,7 +378,7 @@ async def remove_form(group_id: int, request: Request, runtime: RuntimeDep, admi
 
 
 @router.post("/grupos/{group_id}/remover", response_model=None)
-async def remove(group_id: int, request: Request, runtime: RuntimeDep, admin: AdminDep) -> Response:
+async def remove(group_id: IdPath, request: Request, runtime: RuntimeDep, admin: AdminDep) -> Response:
     """Delete a group with its members (audited); campaigns already resolved keep their recipients."""
     try:
         group = await _group(runtime, group_id)

@@ -24,7 +24,7 @@ from markupsafe import Markup, escape
 from services.campaign import repository as campaign_repo
 from services.campaign.bounce_client import BounceUnavailable, OverrideRefused, Reading, Reputation
 from services.campaign.console.admin_repository import QueuedCampaign, UsageRepository
-from services.campaign.console.admin_support import Form, bounce_of
+from services.campaign.console.admin_support import Form, IdPath, bounce_of
 from services.campaign.console.audit import audit
 from services.campaign.console.identity import AdminDep, UserDep
 from services.campaign.console.templating import SAO_PAULO, render
@@ -263,7 +263,7 @@ def _override_page(request: Request, account: Account, form: Form, status_code: 
 
 @router.get("/uso-das-contas/{account_id}/ignorar-freio", response_class=HTMLResponse)
 async def override_form(
-    account_id: int, request: Request, runtime: RuntimeDep, admin: AdminDep
+    account_id: IdPath, request: Request, runtime: RuntimeDep, admin: AdminDep
 ) -> HTMLResponse:
     """The confirmation of a brake override, with the risk spelled out."""
     account = await _account(runtime, account_id)
@@ -271,7 +271,7 @@ async def override_form(
 
 
 @router.post("/uso-das-contas/{account_id}/ignorar-freio", response_model=None)
-async def override(account_id: int, request: Request, runtime: RuntimeDep, admin: AdminDep) -> Response:
+async def override(account_id: IdPath, request: Request, runtime: RuntimeDep, admin: AdminDep) -> Response:
     """Ignore the account's bounce brake for a while (audited, and logged by bounce)."""
     account = await _account(runtime, account_id)
     form = await Form.read(request)
@@ -311,7 +311,9 @@ async def override(account_id: int, request: Request, runtime: RuntimeDep, admin
 
 
 @router.post("/uso-das-contas/{account_id}/religar-freio", response_model=None)
-async def clear_override(account_id: int, request: Request, runtime: RuntimeDep, admin: AdminDep) -> Response:
+async def clear_override(
+    account_id: IdPath, request: Request, runtime: RuntimeDep, admin: AdminDep
+) -> Response:
     """Let the brake judge the account again (audited)."""
     await _account(runtime, account_id)
     try:

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from services.campaign import repository as campaign_repo
-from services.campaign.console.admin_support import Form, Page
+from services.campaign.console.admin_support import Form, IdPath, Page
 from services.campaign.console.audit import audit
 from services.campaign.console.identity import AdminDep
 from services.campaign.console.repository import Role, User, UserRepository
@@ -78,7 +78,7 @@ async def _edit_page(
 
 @router.get("/usuarios/{user_id}/editar", response_class=HTMLResponse)
 async def edit_user_form(
-    user_id: int, request: Request, runtime: RuntimeDep, admin: AdminDep
+    user_id: IdPath, request: Request, runtime: RuntimeDep, admin: AdminDep
 ) -> HTMLResponse:
     """The role and sender addresses of a user, to change."""
     async with runtime.pool.acquire() as conn:
@@ -87,7 +87,7 @@ async def edit_user_form(
 
 
 @router.post("/usuarios/{user_id}/editar", response_model=None)
-async def edit_user(user_id: int, request: Request, runtime: RuntimeDep, admin: AdminDep) -> Response:
+async def edit_user(user_id: IdPath, request: Request, runtime: RuntimeDep, admin: AdminDep) -> Response:
     """Save a user's role and linked sender addresses (audited)."""
     form = await Form.read(request)
     role = form.text("role")
@@ -122,7 +122,7 @@ async def edit_user(user_id: int, request: Request, runtime: RuntimeDep, admin: 
 
 @router.get("/usuarios/{user_id}/remover", response_class=HTMLResponse)
 async def remove_user_form(
-    user_id: int, request: Request, runtime: RuntimeDep, admin: AdminDep
+    user_id: IdPath, request: Request, runtime: RuntimeDep, admin: AdminDep
 ) -> HTMLResponse:
     """Confirmation of a user's removal."""
     async with runtime.pool.acquire() as conn:
@@ -133,7 +133,7 @@ async def remove_user_form(
 
 
 @router.post("/usuarios/{user_id}/remover", response_model=None)
-async def remove_user(user_id: int, request: Request, runtime: RuntimeDep, admin: AdminDep) -> Response:
+async def remove_user(user_id: IdPath, request: Request, runtime: RuntimeDep, admin: AdminDep) -> Response:
     """Remove a user (audited); their next login creates them again as a normal user."""
     async with runtime.transaction() as conn:
         users = UserRepository(conn)
