@@ -9,10 +9,11 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import pytest
 from fastapi import FastAPI
 
 from services.campaign.bounce_client import BounceClient, Reading
-from services.campaign.console.usage import rate_chart
+from services.campaign.console.usage import pause_reason, rate_chart
 from tests.console.admin_support import (
     Person,
     admin_app,
@@ -95,7 +96,8 @@ class TestUsagePage:
         card = page.text.split(f'id="conta-{account_id}"')[1].split("</section>")[0]
         assert re.search(r"3 <span[^>]*>de 1\.000</span>", card), "3 sent in 24 h of a 1,000 quota"
         assert "7,20%" in card and "limite 5,0%" in card
-        assert "Pausada até 02/01/2031 12:00:00" in card and "bounce rate 7.20%" in card
+        assert "Pausada até 02/01/2031 12:00:00" in card
+        assert "freio de reputação (contagem própria): taxa de bounce 7,20% ≥ limite de 5,00%" in card
         assert "<svg" in card and "<polyline" in card and "limite 5,0%" in card
         assert card.index(f"{sending} · Boletim de maio") < card.index(f"{queued} · Convite regional")
         assert "Na fila (1)" in card
@@ -248,6 +250,26 @@ class TestBrakeOverride:
 
         assert (await admin.post(f"/console/uso-das-contas/{account_id}/religar-freio")).status_code == 404
         assert (await admin.get("/console/uso-das-contas/2000000000/ignorar-freio")).status_code == 404
+
+
+class TestPauseReason:
+    @pytest.mark.parametrize(
+        ("reason", "shown"),
+        [
+            (
+                "reputation brake (cloudwatch): bounce rate 5.10% >= 5.00%; complaint rate 0.120% >= 0.100%",
+                "freio de reputação (CloudWatch): taxa de bounce 5,10% ≥ limite de 5,00%;"
+                " taxa de denúncias 0,120% ≥ limite de 0,100%",
+            ),
+            (
+                "provider refused: 535 Authentication failed",
+                "o provedor recusou o envio: 535 Authentication failed",
+            ),
+            ("pausa manual do operador", "pausa manual do operador"),
+        ],
+    )
+    def test_known_phrases_read_in_portuguese(self, reason: str, shown: str) -> None:
+        assert pause_reason(reason) == shown
 
 
 class TestRateChart:

@@ -13,6 +13,7 @@ warning about the provider's probation), recorded in bounce's log and in the aud
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
@@ -80,6 +81,28 @@ class AccountUsage:
         if not self.account.daily_quota:
             return None
         return min(100.0, 100 * self.sent_24h / self.account.daily_quota)
+
+
+_SOURCES = {"counters": "contagem própria", "cloudwatch": "CloudWatch"}
+_BRAKE = re.compile(r"^reputation brake \((?P<source>\w+)\): (?P<found>.+)$")
+_BREACH = re.compile(r"(?P<kind>bounce|complaint) rate (?P<rate>[\d.]+)% >= (?P<limit>[\d.]+)%")
+
+
+def pause_reason(reason: str) -> str:
+    """A pause's reason in Portuguese when it is one of the brake's or the sender's own phrases
+    (bounce and sender word them in English for the logs); anything else as it came."""
+    if reason.startswith("provider refused: "):
+        return "o provedor recusou o envio: " + reason.removeprefix("provider refused: ")
+    match = _BRAKE.match(reason)
+    if not match:
+        return reason
+    found = [
+        f"taxa de {'bounce' if b['kind'] == 'bounce' else 'denúncias'} {b['rate'].replace('.', ',')}%"
+        f" ≥ limite de {b['limit'].replace('.', ',')}%"
+        for b in _BREACH.finditer(match["found"])
+    ]
+    source = _SOURCES.get(match["source"], match["source"])
+    return f"freio de reputação ({source}): {'; '.join(found) or match['found']}"
 
 
 def _fmt_percent(value: float, digits: int) -> str:
@@ -242,6 +265,7 @@ async def usage(
             "hours": hours,
             "periods": PERIODS,
             "percent": _fmt_percent,
+            "pause_reason": pause_reason,
             "done": request.query_params.get("feito"),
         },
     )
