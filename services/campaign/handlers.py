@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from faststream.rabbit import RabbitRouter
@@ -14,6 +15,7 @@ from shared.contracts import (
     CampaignFailed,
     CampaignRecipientsResolved,
     DeliveryEvent,
+    EngagementsRecorded,
     LinkClicked,
     MessageBounced,
     MessageComplained,
@@ -97,20 +99,38 @@ async def record_indeterminate(event: MessageIndeterminate, runtime: HandlerRunt
     await _record_outcome(runtime, event, "indeterminate", reason=event.reason)
 
 
-async def _record_engagement(runtime: HandlerRuntime, event: MessageOpened | LinkClicked) -> None:
+async def _record_engagements(
+    runtime: HandlerRuntime, engagements: Sequence[MessageOpened | LinkClicked]
+) -> None:
+    """Keep opens and clicks in one transaction; each is applied once (by its event id)."""
     try:
         async with runtime.transaction() as conn:
-            await campaign_repo.CampaignRepository(conn).record_engagement(event)
-    except NotFound as exc:
-        # The open or click overtook the sent event (different queues): retry once it is recorded.
-        raise RetryLater(str(exc)) from exc
+            campaigns = campaign_repo.CampaignRepository(conn)
+            for engagement in engagements:
+                await campaigns.record_engagement(engagement)
+        return
+    except NotFound:
+        pass
+    # A person's engagement overtook its recipient's sent event (different queues): keep the
+    # others now, each in a savepoint, and retry the message; the kept ones are then skipped.
+    overtaken: list[NotFound] = []
+    async with runtime.transaction() as conn:
+        campaigns = campaign_repo.CampaignRepository(conn)
+        for engagement in engagements:
+            try:
+                async with conn.transaction():
+                    await campaigns.record_engagement(engagement)
+            except NotFound as exc:
+                overtaken.append(exc)
+    if overtaken:
+        raise RetryLater(f"{len(overtaken)} engagement(s) wait for their outcome: {overtaken[0]}")
 
 
 @router.subscriber(topology.CAMPAIGN_MESSAGE_OPENED, topology.EVENTS)
 async def record_open(event: MessageOpened, runtime: HandlerRuntime) -> None:
     """An open is kept and counted once; a person's open of a known recipient is its read date
     (the first one) and counts the recipient as read."""
-    await _record_engagement(runtime, event)
+    await _record_engagements(runtime, [event])
 
 
 @router.subscriber(topology.CAMPAIGN_ACCOUNT_PAUSED, topology.EVENTS)
@@ -142,7 +162,14 @@ async def record_account_held(event: AccountHeld, runtime: HandlerRuntime) -> No
 async def record_click(event: LinkClicked, runtime: HandlerRuntime) -> None:
     """A tracked link was followed: kept and counted once, on the link and, for a person, on the
     recipient (its first click makes it a unique clicker)."""
-    await _record_engagement(runtime, event)
+    await _record_engagements(runtime, [event])
+
+
+@router.subscriber(topology.CAMPAIGN_ENGAGEMENTS_RECORDED, topology.EVENTS)
+async def record_engagements(event: EngagementsRecorded, runtime: HandlerRuntime) -> None:
+    """Opens and clicks published together by tracking: kept and counted as one by one, in one
+    transaction for the batch; a batch delivered again applies nothing twice."""
+    await _record_engagements(runtime, [*event.opens, *event.clicks])
 
 
 @router.subscriber(topology.CAMPAIGN_MESSAGE_BOUNCED, topology.EVENTS)

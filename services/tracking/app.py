@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from services.tracking import api, files
 from services.tracking.event_buffer import EventBuffer
 from services.tracking.machines import ClickBursts
-from services.tracking.publisher import ConfirmedPublisher
+from services.tracking.publisher import Bundled, ConfirmedPublisher
 from services.tracking.settings import TrackingSettings
 from shared.links import LinkSigner
 from shared.service import Runtime, create_service
@@ -42,7 +42,7 @@ async def _publish_events(runtime: Runtime) -> None:
         except Exception:
             log.warning("event publisher cannot connect; retrying", exc_info=True)
             await asyncio.sleep(_CONNECT_RETRY_SECONDS)
-    await _tracker(runtime).events.run(_publisher(runtime))
+    await _tracker(runtime).events.run(Bundled(_publisher(runtime)))
 
 
 def create_app(
@@ -55,7 +55,7 @@ def create_app(
         # Runs after the publishing loop was cancelled and before the broker stops.
         events = _tracker(runtime).events
         if runtime.broker_started.is_set():
-            await events.drain(_publisher(runtime), settings.TRACKING_SHUTDOWN_FLUSH_SECONDS)
+            await events.drain(Bundled(_publisher(runtime)), settings.TRACKING_SHUTDOWN_FLUSH_SECONDS)
         else:
             events.abandon()
         await _publisher(runtime).close()

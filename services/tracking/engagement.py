@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import NamedTuple
 from uuid import UUID
 
-from shared.contracts import LinkClicked, MessageOpened
+from shared.contracts import EngagementsRecorded, LinkClicked, MessageOpened
 
 
 class Outgoing(NamedTuple):
@@ -40,6 +41,13 @@ _CLICKED = (
     '{"schema_version":1,"event_id":"%(id)s","occurred_at":"%(at)s","campaign_id":%(campaign)d,'
     '"recipient_id":%(recipient)d,"url":%(url)s,"clicked_at":"%(at)s","machine":%(machine)s}'
 )
+
+
+# Many of the above in one message: `EngagementsRecorded`, whose items keep their own ids.
+_RECORDED_HEAD = b'{"schema_version":1,"event_id":"%s","occurred_at":"%s","opens":['
+_RECORDED_MIDDLE = b'],"clicks":['
+_RECORDED_TAIL = b"]}"
+_ENGAGEMENTS = frozenset((MessageOpened.routing_key, LinkClicked.routing_key))
 
 
 def _event_id() -> str:
@@ -72,3 +80,29 @@ def clicked(campaign_id: int, recipient_id: int, url: str, machine: bool) -> Out
         "machine": "true" if machine else "false",
     }
     return Outgoing(LinkClicked.routing_key, event_id, body.encode())
+
+
+def is_engagement(event: Outgoing) -> bool:
+    """Whether `event` is an open or a click (what `recorded` carries)."""
+    return event.routing_key in _ENGAGEMENTS
+
+
+def recorded(batch: Sequence[Outgoing]) -> Outgoing:
+    """One `EngagementsRecorded` carrying the opens and clicks of `batch` as they are (each with
+    its own event id): a persistent message costs the broker more CPU than a whole pixel
+    request, so tracking publishes one per batch, not one per event."""
+    event_id = _event_id()
+    opens = [event.body for event in batch if event.routing_key == MessageOpened.routing_key]
+    clicks = [event.body for event in batch if event.routing_key == LinkClicked.routing_key]
+    if len(opens) + len(clicks) != len(batch):
+        raise ValueError("only opens and clicks are recorded together")
+    body = b"".join(
+        (
+            _RECORDED_HEAD % (event_id.encode(), datetime.now(UTC).isoformat().encode()),
+            b",".join(opens),
+            _RECORDED_MIDDLE,
+            b",".join(clicks),
+            _RECORDED_TAIL,
+        )
+    )
+    return Outgoing(EngagementsRecorded.routing_key, event_id, body)

@@ -13,7 +13,7 @@ class TrackingSettings(ServiceSettings):
     SERVICE_NAME: str = "tracking"
     # Opens and clicks held in memory on their way to RabbitMQ (bounded: see event_buffer).
     TRACKING_BUFFER_SIZE: int = Field(default=20_000, ge=1)
-    # Events published together (one write), their confirms awaited together. Marshalling a batch
+    # Opens and clicks published together (one `EngagementsRecorded` message, one write). Marshalling a batch
     # holds the event loop (~5 us an event), so a larger batch delays requests more for little gain.
     TRACKING_BATCH_SIZE: int = Field(default=500, ge=1)
     # How long a request waits for room in a full buffer before its event is dropped.

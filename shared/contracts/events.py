@@ -346,6 +346,17 @@ class LinkClicked(Event):
     machine: bool = False
 
 
+class EngagementsRecorded(Event):
+    """Opens and clicks published together by tracking: one persistent message for many, since a
+    message each cost RabbitMQ more CPU than the pixel itself. Every item keeps its own event id,
+    so consumers deduplicate per item and a batch delivered again applies nothing twice."""
+
+    routing_key: ClassVar[str] = "engagements.recorded"
+
+    opens: list[MessageOpened] = Field(default_factory=list)
+    clicks: list[LinkClicked] = Field(default_factory=list)
+
+
 class UnsubscribeRequested(Event):
     """A recipient asked, through a signed link, to leave one campaign ("campaign") or every
     future one ("all"). Tracking knows only the ids; campaign, which has the address, records it

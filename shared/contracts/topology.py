@@ -88,6 +88,7 @@ CAMPAIGN_MESSAGE_SKIPPED = _event_queue("campaign", events.MessageSkipped)
 CAMPAIGN_MESSAGE_INDETERMINATE = _event_queue("campaign", events.MessageIndeterminate)
 CAMPAIGN_MESSAGE_OPENED = _event_queue("campaign", events.MessageOpened)
 CAMPAIGN_LINK_CLICKED = _event_queue("campaign", events.LinkClicked)
+CAMPAIGN_ENGAGEMENTS_RECORDED = _event_queue("campaign", events.EngagementsRecorded)
 CAMPAIGN_ACCOUNT_PAUSED = _event_queue("campaign", events.AccountPaused)
 CAMPAIGN_ACCOUNT_RESUMED = _event_queue("campaign", events.AccountResumed)
 CAMPAIGN_ACCOUNT_HELD = _event_queue("campaign", events.AccountHeld)
@@ -131,6 +132,7 @@ EVENT_QUEUES = (
     CAMPAIGN_MESSAGE_INDETERMINATE,
     CAMPAIGN_MESSAGE_OPENED,
     CAMPAIGN_LINK_CLICKED,
+    CAMPAIGN_ENGAGEMENTS_RECORDED,
     CAMPAIGN_ACCOUNT_PAUSED,
     CAMPAIGN_ACCOUNT_RESUMED,
     CAMPAIGN_ACCOUNT_HELD,

@@ -63,6 +63,14 @@ EXAMPLES: list[events.Message] = [
         clicked_at=datetime.now(UTC),
         machine=True,
     ),
+    events.EngagementsRecorded(
+        opens=[events.MessageOpened(campaign_id=1, recipient_id=1, opened_at=datetime.now(UTC))],
+        clicks=[
+            events.LinkClicked(
+                campaign_id=1, recipient_id=1, url="https://example.org/", clicked_at=datetime.now(UTC)
+            )
+        ],
+    ),
     events.UnsubscribeRequested(
         campaign_id=1,
         recipient_id=1,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
@@ -13,7 +14,7 @@ from fastapi import FastAPI
 
 from services.tracking.app import create_app
 from services.tracking.settings import TrackingSettings
-from shared.contracts import topology
+from shared.contracts import EngagementsRecorded, LinkClicked, MessageOpened, topology
 from shared.contracts.events import Event
 from shared.links import LinkSigner, TrackingLinks
 from tests.support import eventually, running
@@ -48,41 +49,72 @@ async def tracking(make_settings: Callable[..., Any]) -> AsyncIterator[Tracking]
         yield app, client
 
 
+# Opens and clicks travel together, in `EngagementsRecorded` messages: listened to as such and
+# unpacked into the items tests look for.
+_BUNDLED = {MessageOpened.routing_key: "opens", LinkClicked.routing_key: "clicks"}
+
+
 class Published:
     """Exclusive queues receiving the events of chosen types published from now on."""
 
     def __init__(self, channel: aio_pika.abc.AbstractChannel) -> None:
         self._channel = channel
         self._queues: dict[str, aio_pika.abc.AbstractQueue] = {}
+        self._unpacked: dict[str, deque[Event]] = defaultdict(deque)
 
     async def listen(self, *event_types: type[Event]) -> None:
         """Start receiving these event types."""
         for event_type in event_types:
-            queue = await self._channel.declare_queue(exclusive=True)
-            await queue.bind(topology.EVENTS.name, routing_key=event_type.routing_key)
-            self._queues[event_type.routing_key] = queue
+            routing_key = _routing_key(event_type)
+            if routing_key not in self._queues:
+                queue = await self._channel.declare_queue(exclusive=True)
+                await queue.bind(topology.EVENTS.name, routing_key=routing_key)
+                self._queues[routing_key] = queue
+
+    async def _take(self, event_type: type[E]) -> E | None:
+        """The next event of this type already published, if any."""
+        if event_type.routing_key not in _BUNDLED:
+            message = await self._queues[event_type.routing_key].get(no_ack=True, fail=False)
+            return None if message is None else _event(event_type, message)
+        unpacked = self._unpacked[event_type.routing_key]
+        while not unpacked:
+            message = await self._queues[_routing_key(event_type)].get(no_ack=True, fail=False)
+            if message is None:
+                return None
+            batch = _event(EngagementsRecorded, message)
+            self._unpacked[MessageOpened.routing_key].extend(batch.opens)
+            self._unpacked[LinkClicked.routing_key].extend(batch.clicks)
+        event = unpacked.popleft()
+        assert isinstance(event, event_type)
+        return event
 
     async def arrived(self, event_type: type[E]) -> list[E]:
         """The events of this type that arrived since last asked (possibly none)."""
         found = []
-        while (
-            message := await self._queues[event_type.routing_key].get(no_ack=True, fail=False)
-        ) is not None:
-            found.append(event_type.model_validate_json(message.body))
+        while (event := await self._take(event_type)) is not None:
+            found.append(event)
         return found
 
     async def next(self, event_type: type[E]) -> E:
         """The next event of this type, waiting for it."""
 
         async def one() -> E:
-            message = await self._queues[event_type.routing_key].get(no_ack=True, fail=False)
-            assert message is not None, f"no {event_type.__name__} was published"
-            assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
-            event = event_type.model_validate_json(message.body)
-            assert message.message_id == str(event.event_id)
+            event = await self._take(event_type)
+            assert event is not None, f"no {event_type.__name__} was published"
             return event
 
         return await eventually(one)
+
+
+def _routing_key(event_type: type[Event]) -> str:
+    return EngagementsRecorded.routing_key if event_type.routing_key in _BUNDLED else event_type.routing_key
+
+
+def _event(event_type: type[E], message: aio_pika.abc.AbstractIncomingMessage) -> E:
+    assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    event = event_type.model_validate_json(message.body)
+    assert message.message_id == str(event.event_id)
+    return event
 
 
 @pytest.fixture

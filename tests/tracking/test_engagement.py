@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from services.tracking import engagement
-from shared.contracts import LinkClicked, MessageOpened, utc_now
+from shared.contracts import EngagementsRecorded, LinkClicked, MessageOpened, utc_now
 
 
 class TestOpened:
@@ -40,3 +40,25 @@ class TestClicked:
         assert event.clicked_at == event.occurred_at
         assert outgoing.routing_key == LinkClicked.routing_key
         assert outgoing.event_id == str(event.event_id)
+
+
+class TestRecorded:
+    def test_the_body_is_an_engagements_recorded_carrying_every_item_with_its_own_id(self) -> None:
+        opens = [engagement.opened(7, n, machine=False) for n in (1, 2)]
+        click = engagement.clicked(7, 3, 'https://example.org/?q="x"', machine=True)
+
+        outgoing = engagement.recorded([opens[0], click, opens[1]])
+
+        event = EngagementsRecorded.model_validate_json(outgoing.body)
+        assert [str(e.event_id) for e in event.opens] == [o.event_id for o in opens]
+        assert event.opens == [MessageOpened.model_validate_json(o.body) for o in opens]
+        assert event.clicks == [LinkClicked.model_validate_json(click.body)]
+        assert outgoing.routing_key == EngagementsRecorded.routing_key
+        assert outgoing.event_id == str(event.event_id) not in {o.event_id for o in (*opens, click)}
+
+    def test_opens_only_or_clicks_only_are_valid_too(self) -> None:
+        only_opens = engagement.recorded([engagement.opened(1, 1, machine=False)])
+        only_clicks = engagement.recorded([engagement.clicked(1, 1, "https://example.org/", machine=False)])
+
+        assert len(EngagementsRecorded.model_validate_json(only_opens.body).opens) == 1
+        assert len(EngagementsRecorded.model_validate_json(only_clicks.body).clicks) == 1
