@@ -94,7 +94,7 @@ async def test_admin_manages_keys_and_rules_and_sees_the_sends(
     senders = await admin.get("/console/envios-api/remetentes")
     assert senders.status_code == 200 and "SMTP (não se aplica)" in senders.text
 
-    key_id = re.search(r"/console/envios-api/chaves/(\d+)/revogar", again.text)
+    key_id = re.search(rf'<td class="num">(\d+)</td>\s*<td>{system}</td>', again.text)
     assert key_id
     revoked = await admin.post(
         f"/console/envios-api/chaves/{key_id.group(1)}/revogar",
