@@ -15,6 +15,7 @@ tokens always name the real recipient, since the law wants the unsubscribe honou
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 
@@ -34,8 +35,15 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+# `base64.urlsafe_b64decode` in one C call: its Python wrappers (type checks, a second
+# translation of the input, padding by string concatenation) cost three times the decoding.
+_URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+# Indexed by the unpadded length modulo 4.
+_PADDING = (b"", b"===", b"==", b"=")
+
+
+def _unb64(data: bytes) -> bytes:
+    return binascii.a2b_base64(data.translate(_URLSAFE_TO_STANDARD) + _PADDING[len(data) % 4])
 
 
 def _id(value: str) -> int | None:
@@ -69,11 +77,15 @@ class LinkSigner:
 
         `maxsplit` keeps ':' inside the last value (see `verify_click`)."""
         try:
-            payload_text, mac_text = token.split(".", 1)
+            # A token is ASCII: anything else fails here, before any decoding.
+            payload_text, mac_text = token.encode("ascii").split(b".", 1)
             payload, mac = _unb64(payload_text), _unb64(mac_text)
-        except ValueError:
+        except ValueError:  # also UnicodeEncodeError and binascii.Error
             return None
-        if not any(hmac.compare_digest(mac, self._mac(i, payload)) for i in range(len(self._macs))):
+        for index in range(len(self._macs)):
+            if hmac.compare_digest(mac, self._mac(index, payload)):
+                break
+        else:
             return None
         token_kind, *values = payload.decode(errors="replace").split(_SEPARATOR, maxsplit)
         return values if token_kind == kind else None

@@ -41,6 +41,19 @@ class TestLinkSigner:
         assert altered != token
         assert signer.verify("open", altered) is None
 
+    @pytest.mark.parametrize("extra", range(4))
+    def test_tokens_of_every_length_modulo_4_verify(self, extra: int) -> None:
+        signer = LinkSigner("k1, k0")
+        url = "https://example.org/" + "a" * extra
+
+        for key in ("k1", "k0"):
+            token = LinkSigner(key).sign("click", 7, 8, url)
+            assert signer.verify("click", token, maxsplit=3) == ["7", "8", url]
+
+    @pytest.mark.parametrize("token", ["b3Blbjo3Ojg.é", "ö.AAAA", "b3Blbjo3Ojg\u00e9.x"])
+    def test_a_token_with_a_character_no_token_holds_is_refused(self, token: str) -> None:
+        assert LinkSigner("k1").verify("open", token) is None
+
     def test_changing_a_value_breaks_the_signature(self) -> None:
         signer = LinkSigner("k1")
         payload, mac = signer.sign("open", 7, 8).split(".")
