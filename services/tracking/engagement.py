@@ -15,12 +15,11 @@ unpredictable, and a system call per request is what `uuid4()` costs.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii
 from typing import NamedTuple
-from uuid import UUID
 
 from shared.contracts import EngagementsRecorded, LinkClicked, MessageOpened
 
@@ -50,8 +49,15 @@ _RECORDED_TAIL = b"]}"
 _ENGAGEMENTS = frozenset((MessageOpened.routing_key, LinkClicked.routing_key))
 
 
+# The version (4) and variant (RFC 4122) bits of a UUID, as `UUID(int=..., version=4)` sets them.
+_VERSION_MASK = ~(0xF000 << 64 | 0xC000 << 48)
+_VERSION_4 = 0x4000 << 64 | 0x8000 << 48
+
+
 def _event_id() -> str:
-    return str(UUID(int=random.getrandbits(128), version=4))
+    # What `str(UUID(int=random.getrandbits(128), version=4))` gives, at half its cost.
+    h = "%032x" % (random.getrandbits(128) & _VERSION_MASK | _VERSION_4)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def opened(campaign_id: int, recipient_id: int, machine: bool) -> Outgoing:
@@ -75,8 +81,9 @@ def clicked(campaign_id: int, recipient_id: int, url: str, machine: bool) -> Out
         "at": datetime.now(UTC).isoformat(),
         "campaign": campaign_id,
         "recipient": recipient_id,
-        # json.dumps escapes quotes and backslashes (and, ASCII-only, anything else).
-        "url": json.dumps(url),
+        # As json.dumps (its C encoder, without the wrapper): quotes and backslashes escaped,
+        # anything else outside ASCII too.
+        "url": encode_basestring_ascii(url),
         "machine": "true" if machine else "false",
     }
     return Outgoing(LinkClicked.routing_key, event_id, body.encode())

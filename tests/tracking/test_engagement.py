@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from uuid import UUID
+
+import pytest
 
 from services.tracking import engagement
 from shared.contracts import EngagementsRecorded, LinkClicked, MessageOpened, utc_now
@@ -26,6 +29,14 @@ class TestOpened:
         ids = {engagement.opened(1, 1, machine=False).event_id for _ in range(1000)}
 
         assert len(ids) == 1000
+
+    @pytest.mark.parametrize("bits", [0, (1 << 128) - 1, 0x0123456789ABCDEF0123456789ABCDEF])
+    def test_the_event_id_is_the_version_4_uuid_of_its_random_bits(
+        self, bits: int, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(engagement.random, "getrandbits", lambda _: bits)
+
+        assert engagement.opened(1, 1, machine=False).event_id == str(UUID(int=bits, version=4))
 
 
 class TestClicked:
