@@ -17,6 +17,7 @@ import asyncio
 from typing import Any
 
 import aio_pika
+import aiormq
 import asyncpg
 from faststream.rabbit import RabbitBroker
 
@@ -92,24 +93,37 @@ class OutboxRelay:
             )
             if not rows:
                 return 0
+            channels = {name: await self._channel(name) for name in {r["exchange"] for r in rows}}
             # Publishes are pipelined: confirms arrive together, ~4x faster than one by one.
-            await asyncio.gather(*(self._publish(row) for row in rows))
+            await asyncio.gather(*(self._publish(channels[row["exchange"]], row) for row in rows))
             await conn.execute("DELETE FROM outbox WHERE outbox_id = ANY($1)", [r["outbox_id"] for r in rows])
             return len(rows)
 
-    async def _publish(self, row: Any) -> None:
-        # Straight through aio-pika on the broker's own channel (confirms, unroutable raises):
-        # FastStream's publish path costs ~0.5 ms of CPU per message, as much as sending the mail.
-        # The stored trace context goes as the message's headers, which is all its telemetry
-        # middleware would have added.
-        exchange = await self._broker.declare_exchange(_EXCHANGES[row["exchange"]])
-        await exchange.publish(
-            aio_pika.Message(
-                bytes(row["body"]),
+    async def _channel(self, exchange_name: str) -> aiormq.abc.AbstractChannel:
+        """The broker's own channel (publisher confirms, unroutable messages raise), with the
+        exchange declared on it."""
+        exchange = await self._broker.declare_exchange(_EXCHANGES[exchange_name])
+        if exchange.channel.is_closed:
+            raise aiormq.exceptions.ChannelInvalidStateError(f"{exchange.channel!r} closed")
+        return await exchange.channel.get_underlay_channel()
+
+    @staticmethod
+    async def _publish(channel: aiormq.abc.AbstractChannel, row: Any) -> None:
+        # Straight through the channel under aio-pika: FastStream's publish path costs ~0.5 ms of
+        # CPU per message, as much as sending the mail, and aio-pika's Message and Exchange
+        # wrappers half of what is left; the properties are those aio-pika would have sent.
+        # The stored trace context goes as the message's headers, which is all FastStream's
+        # telemetry middleware would have added.
+        await channel.basic_publish(
+            bytes(row["body"]),
+            exchange=row["exchange"],
+            routing_key=row["routing_key"],
+            properties=aiormq.spec.Basic.Properties(
                 headers=row["headers"],
                 message_id=row["message_id"],
                 content_type="application/json",
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                priority=0,
             ),
-            routing_key=row["routing_key"],
+            mandatory=True,
         )

@@ -85,7 +85,8 @@ class SendingAccount:
     subscriber: Any = None
     halted: Halt | None = None
     consuming: bool = False
-    # One batch at a time per account: the prefetched one waits here, so at most
+    # One batch sends at a time per account: the prefetched one waits here until the sends of
+    # the one before have ended (its outcomes may still be being written), so at most
     # `max_connections` messages are in flight, and as many claimed beside them (all in doubt if
     # the process dies).
     sending: asyncio.Lock = field(default_factory=asyncio.Lock)

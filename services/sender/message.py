@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -217,6 +218,18 @@ def _skeleton(content: CampaignStarted, reply_to: str | None, files: Mapping[str
     return Skeleton(head, before_text.encode(), between.encode(), f"{after_html}{CRLF}".encode())
 
 
+_date: tuple[int, str] = (0, "")
+
+
+def _date_header() -> str:
+    """The Date header line of a message sent now; written once a second, not per message."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, f"Date: {formatdate(now, usegmt=True)}{CRLF}")
+    return _date[1]
+
+
 def _destination(link: str | Template, recipient: Recipient) -> str:
     return link if isinstance(link, str) else html_content.clean_url(render(link, recipient, "link"))
 
@@ -253,7 +266,7 @@ def build(campaign: CompiledCampaign, recipient: Recipient, links: TrackingLinks
             mime.address("To", recipient.name, to),
             campaign.subject_header
             or mime.unstructured("Subject", render(campaign.subject, recipient, "subject")),
-            f"Date: {formatdate(usegmt=True)}{CRLF}",
+            _date_header(),
             f"Message-ID: {message_id}{CRLF}",
             f"{headers.DELIVERY_ID_HEADER}: {delivery}{CRLF}",
             f"List-Unsubscribe: <{unsubscribe}>,{CRLF} <{mailto}>{CRLF}",

@@ -121,6 +121,23 @@ FROM wanted w
 LEFT JOIN claimed c USING (campaign_id, recipient_id)
 LEFT JOIN deliveries d ON d.campaign_id = w.campaign_id AND d.recipient_id = w.recipient_id
 """
+# What a batch needs to know before it sends, in one round trip: its campaign's state (one row
+# of kind 'campaign', none if unknown), which of its addresses are blocked (as SELECT_BLOCKED)
+# and which of its recipients have a delivery row already (as SELECT_SEEN).
+SELECT_BATCH_STATE = """
+SELECT 'campaign' AS kind, NULL::int AS recipient_id, NULL::text AS email, NULL::text AS reason,
+       content, cancelled, paused
+FROM campaigns WHERE campaign_id = $1
+UNION ALL
+SELECT 'blocked', NULL, email, 'suppressed: ' || reason, NULL, NULL, NULL FROM suppressed_addresses
+WHERE email = ANY($3::text[]) AND suppressed
+UNION ALL
+SELECT 'blocked', NULL, email, 'unsubscribed from every campaign', NULL, NULL, NULL
+FROM unsubscribed_addresses WHERE email = ANY($3::text[])
+UNION ALL
+SELECT 'seen', recipient_id, NULL, NULL, NULL, NULL, NULL FROM deliveries
+WHERE campaign_id = $1 AND recipient_id = ANY($2::int[])
+"""
 SELECT_SEEN = "SELECT recipient_id FROM deliveries WHERE campaign_id = $1 AND recipient_id = ANY($2::int[])"
 # A claim left by a process that is gone: the resend setting takes it over for this process.
 # A claim written before `claimed_by` existed has none (NULL): IS NOT DISTINCT FROM matches it.
@@ -265,6 +282,38 @@ class CampaignRepository:
     async def unpark(self, batch_ids: list[UUID]) -> None:
         """Forget batches published again."""
         await self._conn.execute(DELETE_PARKED, batch_ids)
+
+
+async def batch_state(conn: asyncpg.Connection, campaign_id: int, recipients: list[Recipient]) -> BatchState:
+    """The campaign's state, the blocked addresses and the recipients seen before, of a batch
+    (each as `CampaignRepository.get`, `AddressRepository.blocked`, `DeliveryRepository.seen`)."""
+    rows = await conn.fetch(
+        SELECT_BATCH_STATE,
+        campaign_id,
+        [r.recipient_id for r in recipients],
+        [r.email.lower() for r in recipients],
+    )
+    state = CampaignState(None, cancelled=False, paused=False)
+    blocked: dict[str, str] = {}
+    seen: set[int] = set()
+    for r in rows:
+        if r["kind"] == "campaign":
+            content = None if r["content"] is None else CampaignStarted.model_validate(r["content"])
+            state = CampaignState(content, cancelled=bool(r["cancelled"]), paused=bool(r["paused"]))
+        elif r["kind"] == "blocked":
+            blocked[r["email"]] = r["reason"]
+        else:
+            seen.add(r["recipient_id"])
+    return BatchState(state, blocked, seen)
+
+
+@dataclass(frozen=True)
+class BatchState:
+    """What a batch needs to know before it sends (see `batch_state`)."""
+
+    campaign: CampaignState
+    blocked: dict[str, str]
+    seen: set[int]
 
 
 @dataclass(frozen=True)

@@ -118,19 +118,35 @@ def _ledger_writer(runtime: Runtime, sender: Sender) -> LedgerWriter:
 async def send_batch(runtime: Runtime, sender: Sender, batch: SendBatch, message: RabbitMessage) -> None:
     """Send every recipient of the batch that was not sent before (see the module docstring)."""
     account = sender.accounts.get(batch.account_id)
-    async with account.sending:
-        await _send_batch(runtime, sender, account, batch, message)
+    await account.sending.acquire()
+    held = True
+
+    def let_next_batch_go() -> None:
+        nonlocal held
+        if held:
+            held = False
+            account.sending.release()
+
+    try:
+        await _send_batch(runtime, sender, account, batch, message, let_next_batch_go)
+    finally:
+        let_next_batch_go()
 
 
 async def _send_batch(
-    runtime: Runtime, sender: Sender, account: SendingAccount, batch: SendBatch, message: RabbitMessage
+    runtime: Runtime,
+    sender: Sender,
+    account: SendingAccount,
+    batch: SendBatch,
+    message: RabbitMessage,
+    sends_done: Callable[[], None],
 ) -> None:
     if account.halted is not None:
         # Delivered before the consumer stopped: back to the queue for when the account resumes.
         raise NackMessage()
     async with runtime.pool.acquire() as conn:
-        state = await sender_repo.CampaignRepository(conn).get(batch.campaign_id)
-        blocked = await sender_repo.AddressRepository(conn).blocked(batch.recipients)
+        known = await sender_repo.batch_state(conn, batch.campaign_id, batch.recipients)
+    state, blocked, seen = known.campaign, known.blocked, known.seen
     if state.content is None:
         raise RetryLater(f"campaign {batch.campaign_id}: content not received yet")
     if state.cancelled:
@@ -143,8 +159,9 @@ async def _send_batch(
         batch.campaign_id, batch.account_id, (r.recipient_id for r in batch.recipients)
     )
     try:
-        work = _BatchWork(runtime, sender, account, batch, compiled, blocked, running)
+        work = _BatchWork(runtime, sender, account, batch, compiled, blocked, seen, running)
         work.channel_closed = lambda: bool(message.raw_message.channel.is_closed)
+        work.sends_done = sends_done
         await work.run()
     finally:
         sender.control.end(running)
@@ -208,6 +225,7 @@ class _BatchWork:
         batch: SendBatch,
         compiled: CompiledCampaign | TemplateProblem,
         blocked: dict[str, str],
+        seen: set[int],
         running: RunningBatch,
     ) -> None:
         self._runtime = runtime
@@ -216,8 +234,9 @@ class _BatchWork:
         self._batch = batch
         self._compiled = compiled
         self._blocked = blocked
+        # Recipients with a delivery row already (a redelivered batch).
+        self._seen = seen
         self._running = running
-        self._seen: set[int] = set()
         self._ledger = Ledger(_ledger_writer(runtime, sender), batch)
         self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
         config = account.config
@@ -236,14 +255,16 @@ class _BatchWork:
         # Once the channel is gone the batch goes back to the queue, to this replica or another:
         # sending on would race the one that gets it.
         self.channel_closed: Callable[[], bool] = lambda: False
+        # Called once no send of the batch is in flight or to come.
+        self.sends_done: Callable[[], None] = lambda: None
 
     async def run(self) -> None:
-        async with self._runtime.pool.acquire() as conn:
-            self._seen = await sender_repo.DeliveryRepository(conn).seen(
-                self._batch.campaign_id, [r.recipient_id for r in self._batch.recipients]
-            )
         senders = min(self._account.config.max_connections, len(self._batch.recipients))
         await asyncio.gather(self._produce(senders), *(self._send_jobs() for _ in range(senders)))
+        if self._running.reason is None:
+            # Every send has ended: the account's next batch may start while these outcomes
+            # are written. A batch stopped half-way keeps the account until it is put back.
+            self.sends_done()
         # Acknowledged only once every outcome is in the ledger (and its event in the outbox).
         await self._ledger.settled()
         if self._error is not None:

@@ -20,6 +20,7 @@ from services.sender.repository import (
     DeliveryRepository,
     OutcomeRow,
     ParkedBatch,
+    batch_state,
 )
 from shared import db, outbox
 from shared.contracts import AccountConfigured, MessageSent, utc_now
@@ -888,3 +889,32 @@ class TestAddressRepository:
         await repo.unsubscribe(left.email, utc_now())
 
         assert await repo.blocked([left]) == {left.email: "unsubscribed from every campaign"}
+
+
+class TestBatchState:
+    async def test_reads_the_campaign_the_blocked_addresses_and_the_recipients_seen_at_once(
+        self, sender_conn: asyncpg.Connection
+    ) -> None:
+        campaign = a_campaign(1)
+        await CampaignRepository(sender_conn).save(campaign)
+        await CampaignRepository(sender_conn).set_paused(campaign.campaign_id, True, utc_now())
+        fresh, claimed, bounced, left = (a_recipient(i) for i in range(1, 5))
+        await DeliveryRepository(sender_conn).claim(
+            campaign.campaign_id, claimed.recipient_id, claimed.email, 1, ME
+        )
+        await AddressRepository(sender_conn).suppress(bounced.email.upper(), "hard_bounce", utc_now())
+        await AddressRepository(sender_conn).unsubscribe(left.email, utc_now())
+
+        known = await batch_state(sender_conn, campaign.campaign_id, [fresh, claimed, bounced, left])
+
+        assert known.campaign == CampaignState(campaign, cancelled=False, paused=True)
+        assert known.blocked == {
+            bounced.email: "suppressed: hard_bounce",
+            left.email: "unsubscribed from every campaign",
+        }
+        assert known.seen == {claimed.recipient_id}
+
+    async def test_a_campaign_not_received_yet_is_unknown(self, sender_conn: asyncpg.Connection) -> None:
+        known = await batch_state(sender_conn, unique_id(), [a_recipient(1)])
+
+        assert (known.campaign, known.blocked, known.seen) == (UNKNOWN, {}, set())
