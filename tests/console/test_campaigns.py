@@ -314,7 +314,7 @@ class TestResults:
             await client.get(f"/console/campanhas/{campaign_id}/resultado", params={"q": "pessoa7@"})
         ).text
         assert searched.count("@exemplo.org&gt;") == 1
-        export = re.search(r'id="export" href="([^"]+)"', failed)
+        export = re.search(r'id="export"[^>]*href="([^"]+)"', failed)
         assert export and export.group(1) == f"/api/v1/campaigns/{campaign_id}/results.csv?status=failed"
         csv = await client.get(export.group(1))
         assert csv.status_code == 200 and csv.text.count("550 caixa inexistente") == 6

@@ -35,8 +35,10 @@ pytestmark = pytest.mark.connected
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).parent / "screenshots"
-ADMIN = ("Ana Administradora", "ana.admin@mailer.example")
-NORMAL = ("Nuno Comunicação", "nuno@mailer.example")
+# Names of this run's own: the run's database is shared with other tests that make people too.
+TAG = uuid.uuid4().hex[:6]
+ADMIN = ("Ana Administradora", f"ana.{TAG}@mailer.example")
+NORMAL = ("Nuno Comunicação", f"nuno.{TAG}@mailer.example")
 RECIPIENTS = [
     {"email": "maria@exemplo.org", "name": "Maria Silva", "fields": {"cidade": "Recife"}},
     {"email": "joao@exemplo.org", "name": "João Souza", "fields": {"cidade": "Belém"}},
@@ -160,7 +162,7 @@ def _setup(stack: Stack, sink: SmtpSink) -> dict[str, Any]:
             json={
                 "account_id": account.json()["account_id"],
                 "name": label,
-                "email": f"{label.split()[0].lower().replace('ú', 'u')}@mailer.example",
+                "email": f"{label.split()[0].lower().replace('ú', 'u')}.{TAG}@mailer.example",
             },
         )
         assert sender.status_code == 201, sender.text
@@ -208,7 +210,7 @@ def test_an_admin_and_a_normal_user_run_campaigns_in_the_console(
 ) -> None:
     base = stack.url("campaign")
     world = _setup(stack, sink)
-    group = "Educadores do Nordeste"
+    group = f"Educadores do Nordeste {TAG}"
 
     # The normal user signs in once so the administrator can link them to a sender address.
     nuno = browser.new_context(viewport={"width": 1280, "height": 900}, locale="pt-BR")
@@ -236,7 +238,7 @@ def test_an_admin_and_a_normal_user_run_campaigns_in_the_console(
     expect(admin.locator("#name-error")).to_have_text("Informe o nome da campanha.")
     shot(admin, "03-nova-campanha-erros")
     admin.goto(f"{base}/console/campanhas")
-    campaign_id = create_campaign(admin, name, "Itaú Social <itau@mailer.example>", group)
+    campaign_id = create_campaign(admin, name, f"Itaú Social <itau.{TAG}@mailer.example>", group)
     row = admin.locator(f"#campaign-{campaign_id}")
     row.get_by_label(f"Mais operações da campanha {campaign_id}").click()
     shot(admin, "03b-menu-de-operacoes")
@@ -274,7 +276,7 @@ def test_an_admin_and_a_normal_user_run_campaigns_in_the_console(
     expect(nav.get_by_role("link", name="Usuários")).to_have_count(0)
     normal.get_by_role("link", name="+ Nova campanha").click()
     options = normal.get_by_label("Remetente").locator("option").all_inner_texts()
-    assert options == ["Escolha…", "Escrevendo o Futuro <escrevendo@mailer.example>"]
+    assert options == ["Escolha…", f"Escrevendo o Futuro <escrevendo.{TAG}@mailer.example>"]
     normal.goto(f"{base}/console/campanhas")
     own = create_campaign(normal, f"Convite {uuid.uuid4().hex[:4]}", options[1], group)
     shot(normal, "07-campanhas-normal")
