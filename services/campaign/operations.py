@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from services.campaign import lifecycle
+from services.campaign import lifecycle, ses_identity
 from services.campaign import repository as campaign_repo
 from services.campaign.audience_client import AudienceClient
 from services.campaign.models import Campaign, CampaignChange, CampaignIn
@@ -27,6 +27,7 @@ from shared.contracts import (
     Recipient,
     SenderIdentity,
 )
+from shared.crypto import SecretBox
 from shared.errors import Conflict, NotFound
 from shared.personalisation import (
     BUILT_IN_VARIABLES,
@@ -153,8 +154,26 @@ async def edit_draft(
         return await campaigns.get(campaign_id)
 
 
+async def _check_identity(runtime: Runtime, campaign_id: int, allowed: Allowed) -> None:
+    """Conflict if SES would refuse the campaign's sender (an unverified address or domain), or
+    if SES cannot be asked now: better refused at the start than failing every message."""
+    async with runtime.pool.acquire() as conn:
+        campaign = await get(conn, campaign_id, allowed)
+        sender = await campaign_repo.SenderAddressRepository(conn).get(campaign.sender_address_id)
+        account = await campaign_repo.AccountRepository(conn).get(sender.account_id)
+    # Outside the transaction: an AWS call must not hold the campaign's row lock.
+    try:
+        status = await ses_identity.check(account, sender.email, SecretBox(runtime.settings.SECRET_KEYS))
+    except ses_identity.IdentityUnavailable as exc:
+        raise Conflict(f"{exc}; try again later") from exc
+    if not status.may_send:
+        raise Conflict(status.refusal())
+
+
 async def start(runtime: Runtime, campaign_id: int, allowed: Allowed) -> Campaign:
-    """Queue a draft campaign for sending (Conflict if it is not a draft or its account is off)."""
+    """Queue a draft campaign for sending (Conflict if it is not a draft, its account is off or
+    SES would refuse its sender)."""
+    await _check_identity(runtime, campaign_id, allowed)
     async with runtime.transaction() as conn:
         campaigns = campaign_repo.CampaignRepository(conn)
         await get(conn, campaign_id, allowed)

@@ -145,3 +145,32 @@ async def test_ses_away_is_reported_not_crashed(api: httpx.AsyncClient) -> None:
     sender = await _sender(api, account_id, f"{uuid.uuid4().hex[:8]}@away.example")
     shown = (await api.get(f"/sender-addresses/{sender['sender_address_id']}/identity")).json()
     assert shown["identity"] is None and "not readable" in shown["identity_error"]
+
+
+async def test_a_campaign_from_an_unverified_ses_sender_does_not_start(
+    api: httpx.AsyncClient, aws_url: str
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    account_id = await _ses_account(api, aws_url)
+    sender = await _sender(api, account_id, f"boletim@{tag}-later.example")
+    draft = {
+        "name": "Boletim",
+        "sender_address_id": sender["sender_address_id"],
+        "group_ids": [1],
+        "subject": "Oi",
+        "html": "<p>Oi</p>",
+    }
+    campaign = await api.post("/campaigns", json=draft)
+    path = f"/campaigns/{campaign.json()['campaign_id']}"
+
+    refused = await api.post(f"{path}/start")
+
+    assert refused.status_code == 409
+    assert "not verified in Amazon SES" in refused.json()["detail"]
+    assert (await api.get(path)).json()["status"] == "draft"
+    session = aioboto3.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    )
+    async with session.client("ses", endpoint_url=aws_url) as ses:
+        await ses.verify_domain_identity(Domain=f"{tag}-later.example")
+    assert (await api.post(f"{path}/start")).status_code == 202
