@@ -2,7 +2,7 @@
 # Makes sure PostgreSQL and RabbitMQ run on 127.0.0.1 with the credentials Mailer uses by default
 # (postgres/postgres, guest/guest): starts them if they are installed but stopped, installs them
 # with apt when they are missing and we may, and otherwise says what to install. Also Debian's chromium,
-# which the console walk-through drives.
+# which the console walk-through drives, and promtool, which checks the alert rules.
 set -euo pipefail
 
 PG_HOST=127.0.0.1
@@ -58,8 +58,22 @@ ensure_browser() {
   apt_install chromium
 }
 
+ensure_promtool() {
+  # The alert rules are checked by Prometheus's own promtool. Only the binary is taken out of
+  # Debian's package: installing the package would also start a Prometheus server.
+  if command -v promtool >/dev/null || [ -x /usr/local/bin/promtool ]; then return; fi
+  command -v apt-get >/dev/null || { say "promtool missing and no apt-get to fetch it"; exit 1; }
+  say "fetching promtool from Debian's prometheus package"
+  local dir
+  dir=$(mktemp -d)
+  (cd "$dir" && apt-get download -qq prometheus >/dev/null 2>&1 && dpkg-deb -x prometheus_*.deb root)
+  as_root install -m 0755 "$dir/root/usr/bin/promtool" /usr/local/bin/promtool
+  rm -rf "$dir"
+}
+
 ensure_postgres
 ensure_postgres_login
 ensure_rabbitmq
 ensure_browser
-say "PostgreSQL, RabbitMQ and chromium are ready"
+ensure_promtool
+say "PostgreSQL, RabbitMQ, chromium and promtool are ready"
