@@ -114,9 +114,10 @@ def _sql(database_url: str, *statements: tuple[str, tuple[Any, ...]]) -> list[An
         return pool.submit(asyncio.run, run()).result()
 
 
-def _seed_feedback(database_url: str, account_id: int, campaign_id: int) -> None:
-    """What bounce and tracking would have recorded: suppressed addresses, unsubscribes, and the
-    brake's readings of the account over the day, ending in a pause."""
+def _seed_feedback(database_url: str, account_id: int, campaign_id: int, tag: str) -> None:
+    """What bounce and tracking would have recorded: suppressed addresses, unsubscribes (their
+    domains carry `tag`: the run's database holds other tests' entries too), and the brake's
+    readings of the account over the day, ending in a pause."""
     now = datetime.now(UTC)
     statements: list[tuple[str, tuple[Any, ...]]] = [
         (
@@ -125,16 +126,16 @@ def _seed_feedback(database_url: str, account_id: int, campaign_id: int) -> None
             (email, reason, diagnostic, account_id, campaign_id, now - timedelta(hours=hours)),
         )
         for email, reason, diagnostic, hours in (
-            ("caixa.cheia@exemplo.com.br", "soft_bounce", "452 4.2.2 mailbox full", 5),
-            ("nao.existe@exemplo.com.br", "bounce", "550 5.1.1 user unknown", 3),
-            ("reclamou@exemplo.org", "complaint", "abuse", 1),
+            (f"caixa.cheia@{tag}.exemplo.com.br", "soft_bounce", "452 4.2.2 mailbox full", 5),
+            (f"nao.existe@{tag}.exemplo.com.br", "bounce", "550 5.1.1 user unknown", 3),
+            (f"reclamou@{tag}.exemplo.org", "complaint", "abuse", 1),
         )
     ]
     for i, (name, email, scope, reason) in enumerate(
         (
-            ("Maria Silva", "maria@exemplo.org", "all", "Recebo e-mails demais"),
-            ("João Souza", "joao@exemplo.org", "campaign", ""),
-            ("Lúcia Lima", "lucia@exemplo.net", "all", "Não tenho mais interesse"),
+            ("Maria Silva", f"maria@{tag}.exemplo.org", "all", "Recebo e-mails demais"),
+            ("João Souza", f"joao@{tag}.exemplo.org", "campaign", ""),
+            ("Lúcia Lima", f"lucia@{tag}.exemplo.net", "all", "Não tenho mais interesse"),
         ),
         start=1,
     ):
@@ -330,27 +331,25 @@ def test_administration_screens(
         )[0],
         timeout=30,
     )
-    _seed_feedback(database_url, account_id, campaign_id)
+    _seed_feedback(database_url, account_id, campaign_id, tag)
 
     # --- Subscrições bounce: removal after its confirmation -------------------------------------
     admin.goto(f"{base}/console/subscricoes-bounce")
-    expect(admin.locator("tbody tr")).to_have_count(3)
+    expect(admin.locator("tbody tr", has_text=tag)).to_have_count(3)
     shot(admin, "11-subscricoes-bounce")
-    admin.locator("tr", has_text="caixa.cheia@exemplo.com.br").get_by_role(
-        "link", name="Remover da lista"
-    ).click()
+    admin.locator("tr", has_text=f"caixa.cheia@{tag}").get_by_role("link", name="Remover da lista").click()
     shot(admin, "12-subscricoes-bounce-remover")
     admin.get_by_role("button", name="Remover da lista").click()
     expect(admin.get_by_role("status")).to_contain_text("Endereço removido da lista")
-    expect(admin.locator("tbody tr")).to_have_count(2)
+    expect(admin.locator("tbody tr", has_text=tag)).to_have_count(2)
 
     # --- Subscrições canceladas ---------------------------------------------------------------------
     admin.goto(f"{base}/console/subscricoes-canceladas")
-    expect(admin.locator("tbody tr")).to_have_count(3)
+    expect(admin.locator("tbody tr", has_text=tag)).to_have_count(3)
     shot(admin, "13-subscricoes-canceladas")
     admin.get_by_role("searchbox", name="Filtrar subscrições canceladas").fill("interesse")
     admin.get_by_role("button", name="Filtrar").click()
-    expect(admin.locator("tbody tr")).to_have_count(1)
+    expect(admin.locator("tbody tr", has_text=tag)).to_have_count(1)
 
     # --- Exibir uso das contas, and the brake override ----------------------------------------------
     admin.goto(f"{base}/console/uso-das-contas")
