@@ -52,7 +52,7 @@ class RecordingTransport:
             factory.transient[mail.recipient] -= 1
             raise TransientSendError(TRANSIENT_REPLY)
         self.sent.append(mail)
-        factory.sent_at.append(time.monotonic())
+        factory.sent_at.append((self.config.account_id, time.monotonic()))
         return f"fake-{self.config.account_id}-{mail.recipient}"
 
     async def provider_limits(self) -> ProviderLimits | None:
@@ -75,9 +75,9 @@ class RecordingTransports:
         self.account_refused: set[str] = set()
         self.indeterminate: set[str] = set()
         self.throttled: Counter[str] = Counter()
-        # How long each send takes, and when each one ended (time.monotonic()).
+        # How long each send takes, and when each one ended: (account id, time.monotonic()).
         self.send_seconds = 0.0
-        self.sent_at: list[float] = []
+        self.sent_at: list[tuple[int, float]] = []
 
     def __call__(self, config: AccountConfigured) -> RecordingTransport:
         transport = RecordingTransport(config, self)
