@@ -21,17 +21,15 @@ from typing import Any
 
 import asyncpg
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from devtools.remote_group_server import RemoteGroupServer
-from devtools.smtp_sink import free_port
-from devtools.stack import SERVICES, Stack
+from devtools.stack import Stack
+from tests.console.browser_support import CHROMIUM, SCREENSHOTS, chromium, console_stack
 from tests.support import until
 
 pytestmark = pytest.mark.connected
 
-CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = Path(__file__).parent / "screenshots"
 ADMIN = ("Ana Administradora", "ana.admin@mailer.example")
 NORMAL = ("Nuno Comunicação", "nuno@mailer.example")
 PNG = (
@@ -47,27 +45,10 @@ if shutil.which(CHROMIUM) is None:  # pragma: no cover - the project's machines 
 @pytest.fixture
 def stack(database_url: str, own_vhost: str, tmp_path: Path) -> Iterator[Stack]:
     """The platform as separate processes; remote groups may be read from loopback."""
-    services = Stack(
-        env={
-            "DATABASE_URL": database_url,
-            "RABBITMQ_URL": own_vhost,
-            "ENVIRONMENT": "test",
-            "LOG_FORMAT": "text",
-            "CONSOLE_ADMIN_EMAILS": ADMIN[1],
-            "FILE_STORE_URL": f"file://{tmp_path / 'files'}",
-            "REMOTE_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
-        },
-        ports={name: free_port() for name in SERVICES},
-        log_dir=tmp_path / "logs",
-    )
-    services.start_all()
-    try:
-        services.wait_ready(timeout=180)
+    with console_stack(
+        database_url, own_vhost, tmp_path, ADMIN[1], 180, REMOTE_ALLOWED_NETWORKS='["127.0.0.0/8"]'
+    ) as services:
         yield services
-    finally:
-        services.stop()
-        for log in sorted((tmp_path / "logs").glob("*.log")):
-            print(f"----- {log.name} -----\n{log.read_text(errors='replace')[-3000:]}")
 
 
 @pytest.fixture
@@ -79,11 +60,8 @@ def remote_group() -> Iterator[RemoteGroupServer]:
 
 @pytest.fixture
 def browser() -> Iterator[Browser]:
-    SCREENSHOTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
+    with chromium() as browser:
+        yield browser
 
 
 def shot(page: Page, name: str) -> None:

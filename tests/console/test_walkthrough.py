@@ -25,16 +25,15 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect
 
-from devtools.smtp_sink import SmtpSink, free_port
-from devtools.stack import SERVICES, Stack
+from devtools.smtp_sink import SmtpSink
+from devtools.stack import Stack
+from tests.console.browser_support import CHROMIUM, SCREENSHOTS, chromium, console_stack
 from tests.support import until
 
 pytestmark = pytest.mark.connected
 
-CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = Path(__file__).parent / "screenshots"
 # Names of this run's own: the run's database is shared with other tests that make people too.
 TAG = uuid.uuid4().hex[:6]
 ADMIN = ("Ana Administradora", f"ana.{TAG}@mailer.example")
@@ -53,37 +52,14 @@ if shutil.which(CHROMIUM) is None:  # pragma: no cover - the project's machines 
 @pytest.fixture
 def stack(database_url: str, own_vhost: str, tmp_path: Path) -> Iterator[Stack]:
     """The platform as separate processes, with the console's first administrator configured."""
-    services = Stack(
-        env={
-            "DATABASE_URL": database_url,
-            "RABBITMQ_URL": own_vhost,
-            "ENVIRONMENT": "test",
-            "LOG_FORMAT": "text",
-            "CONSOLE_ADMIN_EMAILS": ADMIN[1],
-            "FILE_STORE_URL": f"file://{tmp_path / 'files'}",
-        },
-        ports={name: free_port() for name in SERVICES},
-        log_dir=tmp_path / "logs",
-    )
-    (tmp_path / "files").mkdir()
-    services.start_all()
-    try:
-        services.wait_ready(timeout=120)
+    with console_stack(database_url, own_vhost, tmp_path, ADMIN[1], 120) as services:
         yield services
-    finally:
-        services.stop()
-        for log in sorted((tmp_path / "logs").glob("*.log")):
-            print(f"----- {log.name} -----\n{log.read_text(errors='replace')[-4000:]}")
 
 
 @pytest.fixture
 def browser() -> Iterator[Browser]:
-    """Headless chromium."""
-    SCREENSHOTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
+    with chromium() as browser:
+        yield browser
 
 
 def shot(page: Page, name: str) -> None:
