@@ -1,7 +1,7 @@
 """Tracking's public endpoints. A forged or altered token gets a plain 404 and records nothing.
 
-The pixel and the redirect are the hot paths: plain Starlette routes answered by `HotPaths` ahead
-of FastAPI's own layers, with no per-request logging, tracing or metric, and no database write:
+The pixel and the redirect are the hot paths: answered by `HotPaths` as plain ASGI ahead of
+FastAPI and Starlette, with no per-request logging, tracing or metric, and no database write:
 their event, serialised once (`engagement`), goes to the in-process `EventBuffer`, published to
 RabbitMQ in confirmed batches. An unsubscribe is the exception: it is kept in the database before
 the answer (see `unsubscribe`).
@@ -13,11 +13,12 @@ import base64
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
+from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
-from starlette.routing import Route, Router
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.tracking import engagement, pages
@@ -41,54 +42,123 @@ _REDIRECT_HEADERS = {**_NO_CACHE, "Referrer-Policy": "no-referrer"}
 
 @dataclass(frozen=True)
 class Tracker:
-    """What the endpoints work with, built once by `create_app`; serves the pixel and the redirect."""
+    """What the endpoints work with, built once by `create_app`: checks a pixel's or a link's
+    token and records the open or click (the HTTP side is `HotPaths`)."""
 
     signer: LinkSigner
     events: EventBuffer
     bursts: ClickBursts
 
-    async def open_pixel(self, request: Request) -> Response:
-        """The open pixel: records the open, answers a 1x1 GIF that is never cached."""
-        delivery = self.signer.verify_delivery(OPEN, request.path_params["token"])
+    async def open_pixel(self, token: str, method: str, user_agent: str | None) -> bool:
+        """Record the open of a genuine pixel token; False (nothing recorded) for any other."""
+        delivery = self.signer.verify_delivery(OPEN, token)
         if delivery is None:
-            return _not_found()
-        machine = is_machine_request(request.method, request.headers.get("user-agent"))
+            return False
+        machine = is_machine_request(method, user_agent)
         await self.events.put(engagement.opened(*delivery, machine))
-        return Response(PIXEL, media_type="image/gif", headers=_NO_CACHE)
+        return True
 
-    async def click(self, request: Request) -> Response:
-        """A tracked link: records the click, redirects (302) to the destination the token signed."""
-        found = self.signer.verify_click(request.path_params["token"])
+    async def click(self, token: str, method: str, user_agent: str | None, host: str) -> str | None:
+        """Record the click of a genuine link token and return where it leads; None (nothing
+        recorded) for any other. `host` is the client's address, to tell bursts apart."""
+        found = self.signer.verify_click(token)
         if found is None:
-            return _not_found()
+            return None
         campaign_id, recipient_id, url = found
-        agent = request.headers.get("user-agent")
-        client = f"{request.client.host if request.client else ''}|{agent}"
         # Always fed, so a burst is seen even when its first click was flagged for other reasons.
-        burst = self.bursts.is_burst(campaign_id, recipient_id, client, url, time.monotonic())
-        machine = burst or is_machine_request(request.method, agent)
+        burst = self.bursts.is_burst(campaign_id, recipient_id, f"{host}|{user_agent}", url, time.monotonic())
+        machine = burst or is_machine_request(method, user_agent)
         await self.events.put(engagement.clicked(campaign_id, recipient_id, url, machine))
-        return RedirectResponse(url, status_code=302, headers=_REDIRECT_HEADERS)
+        return url
+
+
+# The answers' headers, as Starlette's `Response`, `RedirectResponse` and `PlainTextResponse`
+# would build them for the same content (a test compares them).
+_PIXEL_HEADERS = [
+    *((name.lower().encode(), value.encode()) for name, value in _NO_CACHE.items()),
+    (b"content-length", str(len(PIXEL)).encode()),
+    (b"content-type", b"image/gif"),
+]
+_REDIRECT_FIXED_HEADERS = [
+    *((name.lower().encode(), value.encode()) for name, value in _REDIRECT_HEADERS.items()),
+    (b"content-length", b"0"),
+]
+_TEXT = (b"content-type", b"text/plain; charset=utf-8")
+_NOT_FOUND = b"Not found"
+_NOT_FOUND_HEADERS = [(b"content-length", str(len(_NOT_FOUND)).encode()), _TEXT]
+_NOT_ALLOWED = b"Method Not Allowed"
+_NOT_ALLOWED_HEADERS = [(b"allow", b"GET, HEAD"), (b"content-length", str(len(_NOT_ALLOWED)).encode()), _TEXT]
+_READS = frozenset(("GET", "HEAD"))
+
+
+# Destinations repeat (a campaign has a few links), and quoting one costs more than the lookup.
+@lru_cache(maxsize=4096)
+def _location(url: str) -> bytes:
+    # What `RedirectResponse` does: characters a header cannot carry raw are percent-encoded.
+    return quote(url, safe=":/%#?=@[]!$&'()*+,;").encode("latin-1")
 
 
 class HotPaths:
-    """ASGI app answering the pixel and the redirect with plain Starlette routes bound to the
-    tracker; anything else goes on to `app`. An error in them is answered 500 by uvicorn."""
+    """ASGI app answering the pixel (`/o/<token>.gif`) and the redirect (`/c/<token>`) itself;
+    anything else goes on to `app`. They are most of the service's traffic, and Starlette's
+    router, request, response and error-handling layers took more CPU per pixel than checking
+    the token and recording the open (profiled under load): here a request is the path, two
+    headers and prepared answers. An error in them is answered 500 by uvicorn."""
 
     def __init__(self, app: ASGIApp, tracker: Tracker) -> None:
         self._app = app
-        self._router = Router(
-            routes=[
-                Route("/o/{token}.gif", tracker.open_pixel, methods=["GET"]),
-                Route("/c/{token}", tracker.click, methods=["GET"]),
-            ],
-            redirect_slashes=False,
-            default=app,
-        )
+        self._tracker = tracker
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Only requests: a router answers the lifespan itself, which must reach the app.
-        await (self._router if scope["type"] == "http" else self._app)(scope, receive, send)
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            # The token is one non-empty path segment, as Starlette's `{token}` would match it.
+            if path.startswith("/o/") and path.endswith(".gif") and _is_segment(token := path[3:-4]):
+                await self._pixel(scope, token, send)
+                return
+            if path.startswith("/c/") and _is_segment(token := path[3:]):
+                await self._click(scope, token, send)
+                return
+        # Lifespan events as well: they must reach the app.
+        await self._app(scope, receive, send)
+
+    async def _pixel(self, scope: Scope, token: str, send: Send) -> None:
+        method: str = scope["method"]
+        if method not in _READS:
+            await _answer(send, 405, _NOT_ALLOWED_HEADERS, _NOT_ALLOWED)
+        elif await self._tracker.open_pixel(token, method, _user_agent(scope)):
+            await _answer(send, 200, _PIXEL_HEADERS, PIXEL)
+        else:
+            await _answer(send, 404, _NOT_FOUND_HEADERS, _NOT_FOUND)
+
+    async def _click(self, scope: Scope, token: str, send: Send) -> None:
+        method: str = scope["method"]
+        if method not in _READS:
+            await _answer(send, 405, _NOT_ALLOWED_HEADERS, _NOT_ALLOWED)
+            return
+        client = scope.get("client")
+        url = await self._tracker.click(token, method, _user_agent(scope), client[0] if client else "")
+        if url is None:
+            await _answer(send, 404, _NOT_FOUND_HEADERS, _NOT_FOUND)
+        else:
+            await _answer(send, 302, [*_REDIRECT_FIXED_HEADERS, (b"location", _location(url))], b"")
+
+
+def _is_segment(token: str) -> bool:
+    return token != "" and "/" not in token
+
+
+def _user_agent(scope: Scope) -> str | None:
+    # ASGI servers give header names in lower case; the first one wins, as in Starlette.
+    for name, value in scope["headers"]:
+        if name == b"user-agent":
+            return value.decode("latin-1")  # type: ignore[no-any-return]
+    return None
+
+
+async def _answer(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class TrackingApp(FastAPI):
