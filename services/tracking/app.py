@@ -77,6 +77,7 @@ def create_app(
             capacity=settings.TRACKING_BUFFER_SIZE,
             batch_size=settings.TRACKING_BATCH_SIZE,
             put_wait=settings.TRACKING_BUFFER_WAIT_SECONDS,
+            linger=settings.TRACKING_BATCH_LINGER_SECONDS,
             registry=runtime.registry,
         ),
         bursts=ClickBursts(),

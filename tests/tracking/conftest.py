@@ -43,7 +43,12 @@ def path(url: str) -> str:
 @pytest.fixture(scope="module")
 async def tracking(make_settings: Callable[..., Any]) -> AsyncIterator[Tracking]:
     """The tracking service (signing with the current key, still trusting the previous one)."""
-    app = create_app(make_settings(TrackingSettings, TRACKING_SIGNING_KEYS=SIGNING_KEYS))
+    # No linger: each test's events leave at once, before the next test listens for its own
+    # (batches with a linger are tested on the buffer itself and run in the end-to-end tests).
+    settings = make_settings(
+        TrackingSettings, TRACKING_SIGNING_KEYS=SIGNING_KEYS, TRACKING_BATCH_LINGER_SECONDS=0
+    )
+    app = create_app(settings)
     async with running(app) as client:
         client.headers["user-agent"] = BROWSER
         yield app, client

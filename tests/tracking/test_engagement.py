@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import pytest
@@ -37,6 +37,27 @@ class TestOpened:
         monkeypatch.setattr(engagement.random, "getrandbits", lambda _: bits)
 
         assert engagement.opened(1, 1, machine=False).event_id == str(UUID(int=bits, version=4))
+
+
+class TestTime:
+    @pytest.mark.parametrize(
+        "moments",
+        [
+            pytest.param([1795000000.0], id="on-the-second"),
+            pytest.param([1795000000.999999, 1795000001.000001, 1795000001.9999999], id="across-a-second"),
+            pytest.param([1795000000.25, 1795000000.5, 1795086400.75], id="same-second-then-next-day"),
+        ],
+    )
+    def test_the_time_is_what_datetime_writes_however_the_seconds_follow(
+        self, moments: list[float], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        for moment in moments:
+            monkeypatch.setattr(engagement.time, "time", lambda moment=moment: moment)
+
+            event = MessageOpened.model_validate_json(engagement.opened(1, 1, machine=False).body)
+
+            expected = datetime.fromtimestamp(moment, UTC)
+            assert event.opened_at == expected
 
 
 class TestClicked:

@@ -23,11 +23,11 @@ def _open(recipient_id: int = 1) -> Outgoing:
 
 
 def _buffer(
-    capacity: int = 100, batch_size: int = 10, put_wait: float = 0.05
+    capacity: int = 100, batch_size: int = 10, put_wait: float = 0.05, linger: float = 0.0
 ) -> tuple[EventBuffer, CollectorRegistry]:
     registry = CollectorRegistry()
     return EventBuffer(
-        capacity=capacity, batch_size=batch_size, put_wait=put_wait, registry=registry
+        capacity=capacity, batch_size=batch_size, put_wait=put_wait, registry=registry, linger=linger
     ), registry
 
 
@@ -83,6 +83,33 @@ class TestBatches:
         assert broker.published == events
         assert registry.get_sample_value("tracking_publish_batch_size_count") == 3
         assert registry.get_sample_value("tracking_publish_batch_size_sum") == 25
+        assert len(buffer) == 0
+
+    async def test_events_arriving_within_the_linger_leave_together(self) -> None:
+        buffer, registry = _buffer(batch_size=10, linger=0.2)
+        broker = Broker()
+        task = await _running(buffer, broker)
+        events = [_open(n) for n in range(3)]
+
+        for event in events:
+            await buffer.put(event)
+            await asyncio.sleep(0.02)
+        await broker.has_published(3)
+        await _stop(task)
+
+        assert broker.published == events
+        assert registry.get_sample_value("tracking_publish_batch_size_count") == 1
+
+    async def test_a_full_batch_does_not_wait_for_the_linger(self) -> None:
+        buffer, _ = _buffer(batch_size=5, linger=30.0)
+        broker = Broker()
+        task = await _running(buffer, broker)
+
+        for n in range(5):
+            await buffer.put(_open(n))
+        await broker.has_published(5)
+        await _stop(task)
+
         assert len(buffer) == 0
 
     async def test_a_failed_batch_is_kept_and_published_in_order_when_the_broker_is_back(self) -> None:
