@@ -14,6 +14,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from services.campaign.console import campaigns as campaign_pages
 from services.campaign.console.repository import UserRepository
 from services.campaign.console.templating import datahora
 from tests.console.conftest import ADMIN_EMAIL, sign_in
@@ -110,6 +111,26 @@ class TestTheForm:
         ):
             response = await client.post("/console/campanhas/nova", data=_form(senders[0], csrf, **bad))
             assert response.status_code == 422, (bad, response.text[-500:])
+
+    async def test_without_senders_a_user_is_told_to_ask_and_an_administrator_where_to_add_them(
+        self, admin: Any, browser: Callable[[], httpx.AsyncClient], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        client = browser()
+        await sign_in(client, f"sem-remetente-{uuid.uuid4().hex[:6]}@console.test", "Sem Remetente")
+
+        page = (await client.get("/console/campanhas/nova")).text
+
+        assert "Peça a um administrador" in page
+
+        # The run's database holds other tests' senders, which an administrator sees: none here.
+        async def no_senders(*_: Any) -> list[Any]:
+            return []
+
+        monkeypatch.setattr(campaign_pages, "_senders", no_senders)
+        admin_client, _ = admin
+        page = (await admin_client.get("/console/campanhas/nova")).text
+        assert "Peça a um administrador" not in page
+        assert '<a href="/console/enderecos-de-envio">Endereços de envio SMTP</a>' in page
 
     async def test_a_normal_user_is_offered_only_their_senders_and_cannot_use_another(
         self, normal: Any, senders: tuple[int, int]
