@@ -350,25 +350,25 @@ async def get_campaign(campaign_id: int, runtime: RuntimeDep, caller: CallerDep)
 )
 async def start_campaign(campaign_id: int, runtime: RuntimeDep, caller: CallerDep) -> CampaignOut:
     """Queue a draft campaign for sending (409 if it is not a draft)."""
-    return CampaignOut.of(await operations.start(runtime, campaign_id, caller.may_use_sender))
+    return CampaignOut.of(await operations.start(runtime, campaign_id, caller))
 
 
 @router.post("/campaigns/{campaign_id}/cancel", response_model=CampaignOut)
 async def cancel_campaign(campaign_id: int, runtime: RuntimeDep, caller: CallerDep) -> CampaignOut:
     """Cancel an unfinished campaign: what is not sent yet is skipped (409 if finished)."""
-    return CampaignOut.of(await operations.cancel(runtime, campaign_id, caller.may_use_sender))
+    return CampaignOut.of(await operations.cancel(runtime, campaign_id, caller))
 
 
 @router.post("/campaigns/{campaign_id}/pause", response_model=CampaignOut)
 async def pause_campaign(campaign_id: int, runtime: RuntimeDep, caller: CallerDep) -> CampaignOut:
     """Stop sending a queued or sending campaign before its next message (409 otherwise)."""
-    return CampaignOut.of(await operations.pause(runtime, campaign_id, caller.may_use_sender))
+    return CampaignOut.of(await operations.pause(runtime, campaign_id, caller))
 
 
 @router.post("/campaigns/{campaign_id}/resume", response_model=CampaignOut)
 async def resume_campaign(campaign_id: int, runtime: RuntimeDep, caller: CallerDep) -> CampaignOut:
     """Go on sending a paused campaign where it stopped (409 if it is not paused)."""
-    return CampaignOut.of(await operations.resume(runtime, campaign_id, caller.may_use_sender))
+    return CampaignOut.of(await operations.resume(runtime, campaign_id, caller))
 
 
 class ResultQuery:

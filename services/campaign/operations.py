@@ -16,6 +16,9 @@ import asyncpg
 from services.campaign import lifecycle, ses_identity
 from services.campaign import repository as campaign_repo
 from services.campaign.audience_client import AudienceClient
+from services.campaign.console.audit import audit
+from services.campaign.console.identity import Caller
+from services.campaign.console.repository import User
 from services.campaign.models import Campaign, CampaignChange, CampaignIn
 from shared import outbox
 from shared.contracts import (
@@ -27,6 +30,7 @@ from shared.contracts import (
     Recipient,
     SenderIdentity,
 )
+from shared.contracts.events import Event
 from shared.crypto import SecretBox
 from shared.errors import Conflict, NotFound
 from shared.personalisation import (
@@ -39,6 +43,8 @@ from shared.personalisation import (
 from shared.service import Runtime
 
 Allowed = Callable[[int], bool]
+# Who starts, pauses, resumes or cancels a campaign: checked (their senders) and audited.
+Actor = User | Caller
 """Whether the caller may act on campaigns of this sender address."""
 
 
@@ -170,13 +176,13 @@ async def _check_identity(runtime: Runtime, campaign_id: int, allowed: Allowed) 
         raise Conflict(status.refusal())
 
 
-async def start(runtime: Runtime, campaign_id: int, allowed: Allowed) -> Campaign:
+async def start(runtime: Runtime, campaign_id: int, actor: Actor) -> Campaign:
     """Queue a draft campaign for sending (Conflict if it is not a draft, its account is off or
     SES would refuse its sender)."""
-    await _check_identity(runtime, campaign_id, allowed)
+    await _check_identity(runtime, campaign_id, actor.may_use_sender)
     async with runtime.transaction() as conn:
         campaigns = campaign_repo.CampaignRepository(conn)
-        await get(conn, campaign_id, allowed)
+        await get(conn, campaign_id, actor.may_use_sender)
         new_status = lifecycle.after("start", await campaigns.lock_status(campaign_id))
         campaign = await campaigns.get(campaign_id)
         sender = await campaign_repo.SenderAddressRepository(conn).get(campaign.sender_address_id)
@@ -200,41 +206,43 @@ async def start(runtime: Runtime, campaign_id: int, allowed: Allowed) -> Campaig
                 attachments=attachments,
             ),
         )
+        await audit(conn, actor, "campaign.started", f"campaign:{campaign_id}")
         return await campaigns.get(campaign_id)
 
 
-async def cancel(runtime: Runtime, campaign_id: int, allowed: Allowed) -> Campaign:
+async def cancel(runtime: Runtime, campaign_id: int, actor: Actor) -> Campaign:
     """Cancel an unfinished campaign: what is not sent yet is skipped (Conflict if finished)."""
-    async with runtime.transaction() as conn:
-        campaigns = campaign_repo.CampaignRepository(conn)
-        await get(conn, campaign_id, allowed)
-        await campaigns.set_status(
-            campaign_id, lifecycle.after("cancel", await campaigns.lock_status(campaign_id))
-        )
-        await outbox.add_event(conn, CampaignCancelled(campaign_id=campaign_id))
-        return await campaigns.get(campaign_id)
+    return await _change(runtime, campaign_id, actor, "cancel", CampaignCancelled(campaign_id=campaign_id))
 
 
-async def pause(runtime: Runtime, campaign_id: int, allowed: Allowed) -> Campaign:
+async def pause(runtime: Runtime, campaign_id: int, actor: Actor) -> Campaign:
     """Stop sending a queued or sending campaign before its next message (Conflict otherwise)."""
-    async with runtime.transaction() as conn:
-        campaigns = campaign_repo.CampaignRepository(conn)
-        await get(conn, campaign_id, allowed)
-        await campaigns.set_status(
-            campaign_id, lifecycle.after("pause", await campaigns.lock_status(campaign_id))
-        )
-        await outbox.add_event(conn, CampaignPaused(campaign_id=campaign_id))
-        return await campaigns.get(campaign_id)
+    return await _change(runtime, campaign_id, actor, "pause", CampaignPaused(campaign_id=campaign_id))
 
 
-async def resume(runtime: Runtime, campaign_id: int, allowed: Allowed) -> Campaign:
+async def resume(runtime: Runtime, campaign_id: int, actor: Actor) -> Campaign:
     """Go on sending a paused campaign where it stopped (Conflict if it is not paused)."""
+    return await _change(runtime, campaign_id, actor, "resume", CampaignResumed(campaign_id=campaign_id))
+
+
+# The audit log's name of each change.
+_AUDITED = {"cancel": "campaign.cancelled", "pause": "campaign.paused", "resume": "campaign.resumed"}
+
+
+async def _change(runtime: Runtime, campaign_id: int, actor: Actor, action: str, event: Event) -> Campaign:
+    """Move the campaign's status by `action` (Conflict if its status does not allow it), tell
+    the other services `event` and record who did it, in one transaction."""
     async with runtime.transaction() as conn:
         campaigns = campaign_repo.CampaignRepository(conn)
-        await get(conn, campaign_id, allowed)
-        lifecycle.after("resume", await campaigns.lock_status(campaign_id))
-        await campaigns.resume(campaign_id)
-        await outbox.add_event(conn, CampaignResumed(campaign_id=campaign_id))
+        await get(conn, campaign_id, actor.may_use_sender)
+        new_status = lifecycle.after(action, await campaigns.lock_status(campaign_id))
+        if action == "resume":
+            # Back to where it was before the pause (queued or sending), which the repository knows.
+            await campaigns.resume(campaign_id)
+        else:
+            await campaigns.set_status(campaign_id, new_status)
+        await outbox.add_event(conn, event)
+        await audit(conn, actor, _AUDITED[action], f"campaign:{campaign_id}")
         return await campaigns.get(campaign_id)
 
 

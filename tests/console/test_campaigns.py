@@ -215,6 +215,18 @@ class TestTheList:
         assert "Só uma campanha em rascunho pode ser iniciada." in page
         page = await act("cancelar")
         assert "Cancelada" in page
+        # Who started, paused, resumed and cancelled it is in the audit log (not the refused start).
+        async with console_app.state.runtime.pool.acquire() as conn:
+            audited = await conn.fetch(
+                "SELECT action, actor FROM campaign.audit_log WHERE target = $1 ORDER BY audit_id",
+                f"campaign:{campaign_id}",
+            )
+        assert [(r["action"], r["actor"]) for r in audited] == [
+            ("campaign.started", ADMIN_EMAIL),
+            ("campaign.paused", ADMIN_EMAIL),
+            ("campaign.resumed", ADMIN_EMAIL),
+            ("campaign.cancelled", ADMIN_EMAIL),
+        ]
 
         response = await client.post(f"/console/campanhas/{campaign_id}/duplicar", data={"csrf_token": csrf})
         assert response.status_code == 303

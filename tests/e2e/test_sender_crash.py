@@ -8,16 +8,15 @@ what each recipient received.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections import Counter
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
 
 from devtools.smtp_sink import SmtpSink
 from devtools.stack import Stack
+from tests.e2e.sink_campaign import all_results, completed, start_sink_campaign
 from tests.support import until
 
 pytestmark = pytest.mark.connected
@@ -25,17 +24,6 @@ pytestmark = pytest.mark.connected
 RECIPIENTS = 400
 RATE = 40.0
 KILLS = 3
-
-
-def _all_results(api: httpx.Client, campaign_id: int) -> list[dict[str, Any]]:
-    results: list[dict[str, Any]] = []
-    after = 0
-    while True:
-        page = api.get(f"/campaigns/{campaign_id}/results", params={"after": after, "limit": 1000}).json()
-        results += page["items"]
-        if page["next_after"] is None:
-            return results
-        after = page["next_after"]
 
 
 def _ledger_of(database_url: str, emails: set[str]) -> list[dict[str, Any]]:
@@ -60,42 +48,7 @@ def test_killing_the_sender_mid_campaign_neither_loses_nor_duplicates(
     stack: Stack, sink: SmtpSink, database_url: str
 ) -> None:
     api = stack.campaign_api()
-    account = api.post(
-        "/accounts",
-        json={
-            # Unique: the run's database is shared by every end-to-end test.
-            "name": f"Sink {uuid.uuid4().hex[:8]}",
-            "transport": "smtp",
-            "smtp": {"host": "127.0.0.1", "port": sink.port, "security": "none"},
-            "rate_per_second": RATE,
-        },
-    )
-    assert account.status_code == 201, account.text
-    sender = api.post(
-        "/sender-addresses",
-        json={
-            "account_id": account.json()["account_id"],
-            "name": "Mailer",
-            "email": f"news-{uuid.uuid4().hex[:8]}@mailer.example",
-        },
-    ).json()
-    # Addresses of this test alone: other tests of the run suppress or unsubscribe addresses in
-    # the database this stack shares, and audience would rightly leave those out.
-    run = uuid.uuid4().hex[:8]
-    members = [{"email": f"crash{i}.{run}@example.com", "name": f"Pessoa {i}"} for i in range(RECIPIENTS)]
-    group = api.post("/groups", json={"name": "Todos", "members": members}).json()
-    campaign = api.post(
-        "/campaigns",
-        json={
-            "name": "Resistente",
-            "sender_address_id": sender["sender_address_id"],
-            "group_ids": [group["group_id"]],
-            "subject": "Olá, {{ nome }}",
-            "html": "<p>Olá {{ nome }}</p>",
-        },
-    ).json()
-    campaign_id = campaign["campaign_id"]
-    assert api.post(f"/campaigns/{campaign_id}/start").status_code == 202
+    campaign = start_sink_campaign(api, sink, recipients=RECIPIENTS, rate=RATE, tag="crash")
 
     for kill in range(KILLS):
         # Let it send a while, then crash it mid-batch and bring it back.
@@ -105,16 +58,11 @@ def test_killing_the_sender_mid_campaign_neither_loses_nor_duplicates(
         stack.start("sender")
         stack.wait_ready(timeout=60)
 
-    def completed() -> dict[str, Any] | None:
-        body: dict[str, Any] = api.get(f"/campaigns/{campaign_id}").json()
-        return body if body["status"] == "completed" else None
-
-    final = until(completed, timeout=120)
-    assert final, api.get(f"/campaigns/{campaign_id}").json()
+    final = completed(api, campaign.campaign_id)
 
     received: Counter[str] = sink.count_by_recipient()
-    results = {r["email"]: r for r in _all_results(api, campaign_id)}
-    expected = {m["email"] for m in members}
+    results = {r["email"]: r for r in all_results(api, campaign.campaign_id)}
+    expected = campaign.emails
     missing = expected - set(results)
     assert not missing, f"no outcome for {missing}: {_ledger_of(database_url, missing)} {final}"
     duplicated = {email: n for email, n in received.items() if n > 1}

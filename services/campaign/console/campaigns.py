@@ -601,7 +601,7 @@ async def campaign_action(
         )
     operation, done = ACTIONS[action]
     try:
-        await operation(runtime, campaign_id, user.may_use_sender)
+        await operation(runtime, campaign_id, user)
     except Conflict as exc:
         return _redirect_back(request, f"Campanha {campaign_id}: {conflict_message(exc)}", error=True)
     return _redirect_back(request, done.format(id=campaign_id))
