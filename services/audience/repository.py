@@ -54,7 +54,8 @@ SELECT_GROUP = _GROUP_COLUMNS + " WHERE group_id = $1"
 # Keyset paging: the console asks for the page after the last id it showed.
 SELECT_GROUPS = _GROUP_COLUMNS + " WHERE group_id > $1 ORDER BY group_id LIMIT $2"
 RENAME_GROUP = "UPDATE groups SET name = $2, updated_at = now() WHERE group_id = $1 RETURNING 1"
-DELETE_GROUP = "DELETE FROM groups WHERE group_id = $1 RETURNING 1"
+DELETE_MEMBERS = "DELETE FROM group_members WHERE group_id = $1"
+DELETE_GROUP = "DELETE FROM groups WHERE group_id = $1"
 MISSING_GROUPS = """
 SELECT id FROM unnest($1::int[]) AS id WHERE NOT EXISTS (SELECT 1 FROM groups WHERE group_id = id)
 """
@@ -275,9 +276,14 @@ class GroupRepository:
             raise NotFound(f"group {group_id} not found")
 
     async def delete(self, group_id: int) -> None:
-        """Delete the group, its members and imports; NotFound if there is none."""
-        if await self._conn.fetchval(DELETE_GROUP, group_id) is None:
-            raise NotFound(f"group {group_id} not found")
+        """Delete the group, its members and imports; NotFound if there is none.
+
+        Members have no foreign key (see the 2026-11-25 migration): the lock waits for any
+        transaction adding members to end, and the members' DELETE, a statement of its own,
+        sees what it added."""
+        await self.lock(group_id)
+        await self._conn.execute(DELETE_MEMBERS, group_id)
+        await self._conn.execute(DELETE_GROUP, group_id)
 
     # `builtins.list`: inside this class, `list` is the method above.
     async def missing(self, group_ids: builtins.list[int]) -> builtins.list[int]:

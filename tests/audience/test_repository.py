@@ -150,6 +150,72 @@ class TestGetRenameDelete:
         assert members == 0
 
 
+class TestDeleteWhileAdding:
+    async def test_members_added_while_the_group_is_deleted_go_with_it(self, database_url: str) -> None:
+        # Members have no foreign key: the group's lock alone keeps them from outliving it.
+        adding, deleting = await _connect(database_url), await _connect(database_url)
+        try:
+            group_id = await _group(adding)
+            adder = adding.transaction()
+            await adder.start()
+            await GroupRepository(adding).lock(group_id)
+            await GroupRepository(adding).add_members(group_id, _members("late@example.com"))
+            removal = asyncio.create_task(_delete(deleting, group_id))
+
+            async def blocked() -> bool:
+                return bool(
+                    await adding.fetchval(
+                        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted)",
+                        deleting.get_server_pid(),
+                    )
+                )
+
+            await eventually(blocked)
+            await adder.commit()
+            await asyncio.wait_for(removal, 10)
+
+            orphans = await adding.fetchval(
+                "SELECT count(*) FROM group_members WHERE group_id = $1", group_id
+            )
+            assert orphans == 0
+            assert await GroupRepository(adding).missing([group_id]) == [group_id]
+        finally:
+            await adding.close()
+            await deleting.close()
+
+    async def test_adding_to_a_group_deleted_meanwhile_is_not_found(self, database_url: str) -> None:
+        adding, deleting = await _connect(database_url), await _connect(database_url)
+        try:
+            group_id = await _group(adding)
+            remover = deleting.transaction()
+            await remover.start()
+            await GroupRepository(deleting).delete(group_id)
+            waiting = asyncio.create_task(_lock_and_add(adding, group_id))
+            await asyncio.sleep(0.2)
+            assert not waiting.done()
+            await remover.commit()
+
+            with pytest.raises(NotFound):
+                await asyncio.wait_for(waiting, 10)
+            assert (
+                await adding.fetchval("SELECT count(*) FROM group_members WHERE group_id = $1", group_id) == 0
+            )
+        finally:
+            await adding.close()
+            await deleting.close()
+
+
+async def _delete(conn: asyncpg.Connection, group_id: int) -> None:
+    async with conn.transaction():
+        await GroupRepository(conn).delete(group_id)
+
+
+async def _lock_and_add(conn: asyncpg.Connection, group_id: int) -> None:
+    async with conn.transaction():
+        await GroupRepository(conn).lock(group_id)
+        await GroupRepository(conn).add_members(group_id, _members("late@example.com"))
+
+
 class TestList:
     async def test_pages_by_id_with_counts(self, audience_conn: asyncpg.Connection) -> None:
         first = await _group(audience_conn, "a@example.com")
