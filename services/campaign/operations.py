@@ -43,9 +43,9 @@ from shared.personalisation import (
 from shared.service import Runtime
 
 Allowed = Callable[[int], bool]
+"""Whether the caller may act on campaigns of this sender address."""
 # Who starts, pauses, resumes or cancels a campaign: checked (their senders) and audited.
 Actor = User | Caller
-"""Whether the caller may act on campaigns of this sender address."""
 
 
 def everyone(_: int) -> bool:
